@@ -1,0 +1,49 @@
+# Depot — the two commands a newcomer needs: `make dev` and `make test`.
+# Both create .venv and install everything pinned in requirements/constraints.txt first.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PACKAGES := libs/common services/upload-api services/indexer services/reconciler deploy
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+
+.PHONY: dev test test-fast lint fmt bench lock clean venv help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+venv: $(STAMP) ## create .venv with every pinned package and our packages (editable)
+
+$(STAMP): requirements/constraints.txt $(PYPROJECTS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Depot needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$$(grep '^uv==' requirements/constraints.txt)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements/constraints.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
+	touch $(STAMP)
+
+dev: $(STAMP) ## run the whole system locally (PostgreSQL, Kafka protocol, S3 protocol, services)
+	$(BIN)/python -m depot_devstack
+
+test: $(STAMP) ## run every test against real servers (started locally when not given)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy libs/common/src services/upload-api/src services/indexer/src services/reconciler/src deploy/src
+
+fmt: $(STAMP) ## format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## benchmarks: figures as ratios against a baseline from the same run
+	$(BIN)/python -m benchmarks
+
+lock: $(STAMP) ## recompile requirements/constraints.txt from requirements/requirements.in
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --no-annotate --custom-compile-command "make lock" \
+		requirements/requirements.in -o requirements/constraints.txt
+
+clean: ## remove the virtualenv and local state
+	rm -rf $(VENV) .devstack

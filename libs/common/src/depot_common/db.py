@@ -1,0 +1,76 @@
+"""PostgreSQL: an asyncpg pool, and SQL migrations applied in order and recorded.
+
+Each service owns one schema and ships ``migrations/NNNN_name.sql`` files in its package;
+``migrate`` applies the ones not yet recorded in ``<schema>.schema_migrations`` inside one
+transaction holding an advisory lock, so concurrent start-ups never race.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+
+
+def identifier(name: str) -> str:
+    """A schema or table name we own, checked so it is safe to splice into SQL."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return name
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+    """A connection pool whose jsonb columns read and write Python objects."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs
+    )
+    assert pool is not None
+    return pool
+
+
+def advisory_key(name: str) -> int:
+    """A stable 32-bit advisory lock key for ``name``."""
+    return zlib.crc32(name.encode())
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, migrations: Traversable) -> list[str]:
+    """Apply ``migrations/*.sql`` not yet recorded for ``schema``; return the applied names."""
+    schema = identifier(schema)
+    files = sorted(
+        (entry for entry in migrations.iterdir() if entry.name.endswith(".sql")),
+        key=lambda entry: entry.name,
+    )
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key(f"migrate:{schema}"))
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["name"] for row in await conn.fetch(f"SELECT name FROM {schema}.schema_migrations")}
+        for entry in files:
+            if entry.name in done:
+                continue
+            await conn.execute(entry.read_text())
+            await conn.execute(f"INSERT INTO {schema}.schema_migrations (name) VALUES ($1)", entry.name)
+            applied.append(entry.name)
+    if applied:
+        log.info("db.migrated", schema=schema, applied=applied)
+    return applied

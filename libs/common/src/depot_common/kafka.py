@@ -1,0 +1,66 @@
+"""Kafka: producer, consumer and topic helpers over aiokafka.
+
+Producers use ``acks="all"`` and no idempotence/transactions: the transactional outbox
+plus idempotent consumers give exactly-once effects on any Kafka-protocol broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def make_producer(bootstrap: list[str], **overrides: Any) -> AIOKafkaProducer:
+    options: dict[str, Any] = {
+        "acks": "all",
+        "enable_idempotence": False,
+        "linger_ms": 5,
+        "max_batch_size": 1024 * 1024,
+        "request_timeout_ms": 15000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
+
+
+def make_consumer(bootstrap: list[str], *topics: str, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
+    options: dict[str, Any] = {
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": 500,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, **options)
+
+
+async def ensure_topics(bootstrap: list[str], topics: dict[str, int]) -> None:
+    """Create each ``topic: partitions`` unless it exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(name, partitions, 1) for name, partitions in topics.items()]
+        )
+        for name, code, message in response.topic_errors:
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise RuntimeError(f"cannot create topic {name}: {code} {message}")
+    finally:
+        await admin.close()
+
+
+async def reachable(bootstrap: list[str], timeout: float = 2.0) -> bool:
+    """Whether any bootstrap server accepts a TCP connection."""
+    for server in bootstrap:
+        host, _, port = server.rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        return True
+    return False

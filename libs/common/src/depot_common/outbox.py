@@ -1,0 +1,177 @@
+"""Transactional outbox: write events with the state change, publish them afterwards.
+
+``enqueue`` inserts an event into ``<schema>.outbox`` on the caller's connection, inside
+the caller's transaction, and notifies the relay (PostgreSQL delivers the notification at
+commit). :class:`OutboxRelay` publishes unpublished rows in id order with ``acks="all"``
+and marks them published only after every ack: a crash in between re-sends, which the
+idempotent consumers absorb. One relay per schema is active at a time (advisory lock on a
+dedicated connection); the others wait as standbys and take over when it goes away.
+
+The table each owner creates in its own schema::
+
+    CREATE TABLE <schema>.outbox (
+        id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE, topic text NOT NULL,
+        key text NOT NULL, value jsonb NOT NULL, headers jsonb NOT NULL DEFAULT '{}',
+        created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz);
+    CREATE INDEX outbox_unpublished ON <schema>.outbox (id) WHERE published_at IS NULL;
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Gauge
+
+from depot_common.db import advisory_key, identifier, init_connection
+from depot_common.events.envelope import CONTENT_TYPE, CloudEvent
+from depot_common.tracing import current_traceparent, new_traceparent
+
+log = structlog.get_logger(__name__)
+
+PUBLISHED = Counter("depot_outbox_published_total", "Outbox events published", ["schema"])
+ERRORS = Counter("depot_outbox_errors_total", "Outbox publish attempts that failed", ["schema"])
+BACKLOG = Gauge("depot_outbox_backlog", "Unpublished outbox events", ["schema"])
+OLDEST = Gauge("depot_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished event", ["schema"])
+ACTIVE = Gauge("depot_outbox_relay_active", "1 while this relay holds the lock", ["schema"])
+
+
+def channel(schema: str) -> str:
+    return f"depot_outbox_{identifier(schema)}"
+
+
+async def enqueue(conn: asyncpg.Connection, schema: str, *, topic: str, key: str, event: CloudEvent[Any]) -> None:
+    """Insert ``event`` into ``schema``'s outbox in the caller's transaction."""
+    schema = identifier(schema)
+    headers = {
+        "content-type": CONTENT_TYPE,
+        "traceparent": current_traceparent.get() or new_traceparent(),
+    }
+    await conn.execute(
+        f"INSERT INTO {schema}.outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
+        event.id, topic, key, event.model_dump(mode="json"), headers,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", channel(schema))
+
+
+async def backlog(conn: asyncpg.Connection, schema: str) -> tuple[int, float]:
+    """``(unpublished events, age in seconds of the oldest)`` of ``schema``'s outbox."""
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
+        f" FROM {identifier(schema)}.outbox WHERE published_at IS NULL"
+    )
+    assert row is not None
+    return int(row["n"]), float(row["age"])
+
+
+class OutboxRelay:
+    """Publishes ``schema``'s outbox to Kafka; run one or more per database."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        producer: AIOKafkaProducer,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        retention_seconds: int = 3600,
+    ) -> None:
+        self.schema = identifier(schema)
+        self._dsn = dsn
+        self._producer = producer
+        self._batch_size = batch_size
+        self._poll = poll_interval
+        self._retention = retention_seconds
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Wait for the lock, then publish until cancelled; reconnect on database errors."""
+        while True:
+            try:
+                await self._run_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                ACTIVE.labels(self.schema).set(0)
+                log.warning("outbox.relay.db_error", schema=self.schema, error=str(error))
+                await asyncio.sleep(self._poll)
+
+    async def _run_once(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        try:
+            await init_connection(conn)
+            key = advisory_key(f"outbox-relay:{self.schema}")
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                await asyncio.sleep(self._poll)
+            ACTIVE.labels(self.schema).set(1)
+            log.info("outbox.relay.active", schema=self.schema)
+            await conn.add_listener(channel(self.schema), lambda *_: self._wake.set())
+            await self._pump(conn)
+        finally:
+            ACTIVE.labels(self.schema).set(0)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.close(timeout=2))
+
+    async def _pump(self, conn: asyncpg.Connection) -> None:
+        last_cleanup = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            published = await self.publish_batch(conn)
+            if loop.time() - last_cleanup > 60:
+                await self._cleanup(conn)
+                last_cleanup = loop.time()
+            if published < self._batch_size:
+                count, age = await backlog(conn, self.schema)
+                BACKLOG.labels(self.schema).set(count)
+                OLDEST.labels(self.schema).set(age)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    async def publish_batch(self, conn: asyncpg.Connection) -> int:
+        """Send one batch in id order, wait for every ack, then mark it published."""
+        rows = await conn.fetch(
+            f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox"
+            " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        try:
+            futures = [
+                await self._producer.send(
+                    row["topic"],
+                    value=_json_bytes(row["value"]),
+                    key=row["key"].encode(),
+                    headers=[(name, str(value).encode()) for name, value in row["headers"].items()],
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*futures)
+        except Exception as error:  # broker outage: rows stay unpublished and are retried
+            ERRORS.labels(self.schema).inc()
+            log.warning("outbox.publish.failed", schema=self.schema, batch=len(rows), error=repr(error))
+            await asyncio.sleep(self._poll)
+            return 0
+        await conn.execute(
+            f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+            [row["id"] for row in rows],
+        )
+        PUBLISHED.labels(self.schema).inc(len(rows))
+        log.debug("outbox.published", schema=self.schema, count=len(rows))
+        return len(rows)
+
+    async def _cleanup(self, conn: asyncpg.Connection) -> None:
+        deleted = await conn.execute(
+            f"DELETE FROM {self.schema}.outbox WHERE published_at < now() - make_interval(secs => $1)",
+            float(self._retention),
+        )
+        log.debug("outbox.retention", schema=self.schema, result=deleted)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

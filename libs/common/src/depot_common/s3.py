@@ -1,0 +1,62 @@
+"""S3: an aioboto3 client factory and the object operations Depot needs.
+
+Only the standard S3 protocol is used (AWS S3, MinIO, or any compatible server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from depot_common.settings import DepotSettings
+
+
+@contextlib.asynccontextmanager
+async def s3_client(settings: DepotSettings) -> AsyncIterator[Any]:
+    """An S3 client for the configured endpoint (empty endpoint = AWS)."""
+    session = aioboto3.Session()
+    async with session.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint or None,
+        region_name=settings.s3_region,
+        aws_access_key_id=(
+            settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None
+        ),
+        aws_secret_access_key=(
+            settings.aws_secret_access_key.get_secret_value()
+            if settings.aws_secret_access_key
+            else None
+        ),
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=64,
+            s3={"addressing_style": "path"},
+        ),
+    ) as client:
+        yield client
+
+
+def error_code(error: ClientError) -> str:
+    """The S3 error code of a botocore ``ClientError`` (``NoSuchKey``, ``404``…)."""
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def is_not_found(error: ClientError) -> bool:
+    return error_code(error) in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+async def ensure_bucket(client: Any, bucket: str) -> None:
+    """Create ``bucket`` unless it exists."""
+    try:
+        await client.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if not is_not_found(error):
+            raise
+        with contextlib.suppress(ClientError):
+            await client.create_bucket(Bucket=bucket)
+        await client.head_bucket(Bucket=bucket)

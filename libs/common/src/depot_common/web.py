@@ -1,0 +1,203 @@
+"""The HTTP skeleton every Depot service shares.
+
+``create_app`` returns a FastAPI app with: the error body of SPEC §4 for every error, an
+``X-Request-ID`` echoed or generated and bound to every log line, the W3C trace context,
+CORS, request metrics, and ``/healthz``, ``/readyz`` and ``/metrics``. ``CurrentPrincipal``
+and ``AdminPrincipal`` are the bearer-token dependencies.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from depot_common.auth import Principal, TokenVerifier
+from depot_common.errors import DepotError, Forbidden, Unauthorized
+from depot_common.tracing import child_traceparent, current_traceparent
+
+log = structlog.get_logger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+REQUESTS = Counter("depot_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("depot_http_request_duration_seconds", "HTTP request latency", ["method", "route"])
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+class RequestContextMiddleware:
+    """Binds request id and trace context for the request, and records its metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        incoming = headers.get(REQUEST_ID_HEADER.lower(), "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        traceparent = child_traceparent(headers.get("traceparent"))
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                    (b"traceparent", traceparent.encode()),
+                ]
+            await send(message)
+
+        token = current_traceparent.set(traceparent)
+        started = time.perf_counter()
+        try:
+            with structlog.contextvars.bound_contextvars(
+                request_id=request_id, trace_id=traceparent.split("-")[1]
+            ):
+                await self.app(scope, receive, send_with_id)
+        finally:
+            current_traceparent.reset(token)
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope["method"], path, str(status)).inc()
+            LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+def error_response(error: DepotError, request: Request) -> JSONResponse:
+    headers = dict(error.headers)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
+
+
+async def _depot_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, DepotError)
+    if error.status >= 500:
+        log.error("http.error", code=error.code, error=error.message)
+    return error_response(error, request)
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    details = [
+        {"loc": list(item.get("loc", ())), "msg": item.get("msg", "")} for item in error.errors()
+    ]
+    message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
+    return JSONResponse(
+        {"error": "validation_error", "message": message, "details": details}, status_code=422
+    )
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return JSONResponse(
+        {"error": code, "message": str(error.detail)}, status_code=error.status_code,
+        headers=getattr(error, "headers", None),
+    )
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    log.exception("http.unhandled_error")
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    return JSONResponse(
+        {"error": "internal_error", "message": "internal error", "request_id": request_id},
+        status_code=500,
+        headers={REQUEST_ID_HEADER: request_id},
+    )
+
+
+def create_app(
+    *,
+    title: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Mapping[str, Any]]],
+    readiness: Callable[[Request], Mapping[str, ReadinessCheck]],
+    allowed_origins: list[str],
+) -> FastAPI:
+    """A FastAPI app with Depot's error format, request context, CORS and health routes."""
+    app = FastAPI(title=title, description=description, lifespan=lifespan, version="0.1.0")
+    app.add_exception_handler(DepotError, _depot_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    if allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=allowed_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", REQUEST_ID_HEADER],
+            expose_headers=["Location", REQUEST_ID_HEADER],
+        )
+    app.add_middleware(RequestContextMiddleware)
+
+    @app.get("/healthz", tags=["ops"], summary="The process is alive.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Every dependency is reachable.")
+    async def readyz(request: Request) -> JSONResponse:
+        results: dict[str, bool] = {}
+        for name, check in readiness(request).items():
+            try:
+                results[name] = await check()
+            except Exception as error:  # a failing dependency is a "not ready", not a 500
+                log.warning("readyz.check_failed", dependency=name, error=repr(error))
+                results[name] = False
+        ready = all(results.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", "checks": results},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics.")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller of a ``/v1`` endpoint, from ``Authorization: Bearer <JWT>`` (401 otherwise)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token", code="missing_token")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = await verifier.verify(credentials.credentials)
+    structlog.contextvars.bind_contextvars(owner_id=principal.owner_id)
+    return principal
+
+
+async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """The caller, who must hold the ``admin`` role (403 otherwise)."""
+    if not principal.is_admin:
+        raise Forbidden("admin role required")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+AdminPrincipal = Annotated[Principal, Depends(admin_principal)]

@@ -1,0 +1,1 @@
+"""Depot upload-api: the HTTP API clients upload through, and its outbox relay."""

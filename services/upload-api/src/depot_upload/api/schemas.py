@@ -1,0 +1,41 @@
+"""JSON shapes of the upload API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from depot_upload.domain import Document, Status
+
+
+class DocumentOut(BaseModel):
+    id: uuid.UUID
+    owner_id: str
+    filename: str
+    content_type: str
+    size_bytes: int | None
+    sha256: str | None
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, document: Document) -> DocumentOut:
+        return cls(
+            id=document.id,
+            owner_id=document.owner_id,
+            filename=document.filename,
+            content_type=document.content_type,
+            size_bytes=document.size_bytes,
+            sha256=document.sha256,
+            status=document.status,
+            created_at=document.created_at,
+            updated_at=document.updated_at,
+        )
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str

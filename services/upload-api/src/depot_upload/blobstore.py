@@ -1,0 +1,98 @@
+"""S3 adapter: streams an upload into one object, hashing as the bytes pass.
+
+Up to one part size is buffered; a smaller file is one ``PutObject``, a larger one an S3
+multipart upload. Both are conditional (``If-None-Match: *``) so an existing object is
+never overwritten. Memory per upload is bounded by the part size whatever the file size.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from botocore.exceptions import ClientError
+
+from depot_common.errors import Conflict, PayloadTooLarge, Unavailable
+from depot_common.s3 import error_code, is_not_found
+from depot_upload.domain import StoredBlob
+
+log = structlog.get_logger(__name__)
+
+
+class S3BlobStore:
+    def __init__(self, client: Any, *, bucket: str, part_size: int) -> None:
+        self._s3 = client
+        self._bucket = bucket
+        self._part_size = part_size
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int, content_type: str
+    ) -> StoredBlob:
+        digest = hashlib.sha256()
+        size = 0
+        buffer = bytearray()
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(
+                        f"file exceeds the {max_bytes}-byte limit", max_bytes=max_bytes
+                    )
+                digest.update(chunk)
+                buffer += chunk
+                if len(buffer) >= self._part_size:
+                    if upload_id is None:
+                        created = await self._s3.create_multipart_upload(
+                            Bucket=self._bucket, Key=key, ContentType=content_type
+                        )
+                        upload_id = created["UploadId"]
+                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
+                    buffer.clear()
+            if upload_id is None:
+                await self._s3.put_object(
+                    Bucket=self._bucket, Key=key, Body=bytes(buffer), ContentType=content_type,
+                    IfNoneMatch="*", ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+                )
+            else:
+                if buffer:
+                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
+                await self._s3.complete_multipart_upload(
+                    Bucket=self._bucket, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+                )
+                upload_id = None
+        except ClientError as error:
+            await self._abort(key, upload_id)
+            if error_code(error) == "PreconditionFailed":
+                raise Conflict("object already exists", code="object_exists") from None
+            raise Unavailable(f"S3 write failed: {error_code(error)}") from error
+        except BaseException:
+            await self._abort(key, upload_id)
+            raise
+        return StoredBlob(size_bytes=size, sha256=digest.hexdigest())
+
+    async def _upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        response = await self._s3.upload_part(
+            Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    async def _abort(self, key: str, upload_id: str | None) -> None:
+        if upload_id is None:
+            return
+        try:
+            await self._s3.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
+        except ClientError as error:  # the reconciler finds what is left
+            log.warning("blob.abort_failed", key=key, error=error_code(error))
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._s3.delete_object(Bucket=self._bucket, Key=key)
+        except ClientError as error:
+            if not is_not_found(error):
+                raise Unavailable(f"S3 delete failed: {error_code(error)}") from error

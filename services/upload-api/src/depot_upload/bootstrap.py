@@ -1,0 +1,106 @@
+"""The one place that wires upload-api: settings → adapters → service → entry points."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from importlib.resources import files
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+
+from depot_common import kafka
+from depot_common.auth import TokenVerifier
+from depot_common.db import create_pool, migrate
+from depot_common.events import DOCUMENTS_TOPIC
+from depot_common.outbox import OutboxRelay
+from depot_common.s3 import ensure_bucket, s3_client
+from depot_common.lifecycle import run_until_signalled
+from depot_common.web import ReadinessCheck, create_app
+from depot_upload.api.routes import router
+from depot_upload.blobstore import S3BlobStore
+from depot_upload.repository import SCHEMA, PostgresDocuments
+from depot_upload.service import UploadService
+from depot_upload.settings import UploadSettings
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS = files("depot_upload") / "migrations"
+
+
+def build_app(settings: UploadSettings) -> FastAPI:
+    """The upload API as an ASGI app; its resources live for the app's lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
+        pool = await create_pool(settings.database_url, max_size=20)
+        try:
+            await migrate(pool, SCHEMA, MIGRATIONS)
+            async with s3_client(settings) as s3:
+                await ensure_bucket(s3, settings.s3_bucket)
+                app.state.pool = pool
+                app.state.s3 = s3
+                app.state.token_verifier = TokenVerifier(
+                    secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+                    jwks_url=settings.jwt_jwks_url,
+                )
+                app.state.service = UploadService(
+                    documents=PostgresDocuments(pool),
+                    blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
+                    max_upload_bytes=settings.max_upload_bytes,
+                )
+                log.info("upload_api.started")
+                yield {}
+        finally:
+            await pool.close()
+
+    def readiness(request: Request) -> dict[str, ReadinessCheck]:
+        state = request.app.state
+
+        async def postgres() -> bool:
+            return bool(await state.pool.fetchval("SELECT true"))
+
+        async def s3() -> bool:
+            await state.s3.head_bucket(Bucket=settings.s3_bucket)
+            return True
+
+        async def broker() -> bool:
+            return await kafka.reachable(settings.kafka_servers)
+
+        return {"postgres": postgres, "s3": s3, "kafka": broker}
+
+    app = create_app(
+        title="Depot upload API",
+        description="Upload, read and delete documents. Bytes go to S3, metadata to PostgreSQL.",
+        lifespan=lifespan,
+        readiness=readiness,
+        allowed_origins=settings.allowed_origins,
+    )
+    app.include_router(router)
+    return app
+
+
+async def run_relay(settings: UploadSettings) -> None:
+    """Publish the ``upload`` outbox until SIGINT/SIGTERM."""
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        await migrate(pool, SCHEMA, MIGRATIONS)
+    finally:
+        await pool.close()
+    await kafka.ensure_topics(settings.kafka_servers, {DOCUMENTS_TOPIC: settings.documents_partitions})
+    producer = kafka.make_producer(settings.kafka_servers)
+    await producer.start()
+    relay = OutboxRelay(
+        dsn=settings.database_url,
+        schema=SCHEMA,
+        producer=producer,
+        batch_size=settings.relay_batch_size,
+        poll_interval=settings.relay_poll_interval,
+        retention_seconds=settings.outbox_retention,
+    )
+    try:
+        await run_until_signalled(relay.run())
+    finally:
+        await producer.stop()
+

@@ -1,0 +1,59 @@
+"""Services of Depot running in the test process, against the session's real servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from depot_common.db import create_pool
+from depot_common.kafka import make_producer
+from depot_common.outbox import OutboxRelay
+from depot_common.s3 import s3_client
+from depot_upload.bootstrap import build_app
+from depot_upload.settings import UploadSettings
+from tests.conftest import background, serve
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def upload_settings(make_settings: Callable[..., Any]) -> UploadSettings:
+    settings: UploadSettings = make_settings(UploadSettings, max_upload_bytes=12 * MIB, part_size=5 * MIB)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def upload_api(upload_settings: UploadSettings) -> AsyncIterator[str]:
+    """Base URL of a running upload API."""
+    async with serve(build_app(upload_settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def pg_pool(upload_api: str, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the session database (after the upload API migrated it)."""
+    pool = await create_pool(database_url, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def s3(upload_settings: UploadSettings) -> AsyncIterator[Any]:
+    async with s3_client(upload_settings) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def relay(upload_api: str, upload_settings: UploadSettings) -> AsyncIterator[OutboxRelay]:
+    """The upload outbox relay, publishing for the whole session."""
+    producer = make_producer(upload_settings.kafka_servers)
+    await producer.start()
+    outbox_relay = OutboxRelay(
+        dsn=upload_settings.database_url, schema="upload", producer=producer, poll_interval=0.2
+    )
+    async with background(outbox_relay.run()):
+        yield outbox_relay
+    await producer.stop()

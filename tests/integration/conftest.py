@@ -8,10 +8,14 @@ from typing import Any
 import asyncpg
 import pytest
 
+from depot_common.consumer import EventConsumer
 from depot_common.db import create_pool
 from depot_common.kafka import make_producer
 from depot_common.outbox import OutboxRelay
 from depot_common.s3 import s3_client
+from depot_indexer.bootstrap import build_app as build_search_app
+from depot_indexer.bootstrap import indexer_consumer
+from depot_indexer.settings import IndexerSettings
 from depot_upload.bootstrap import build_app
 from depot_upload.settings import UploadSettings
 from tests.conftest import background, serve
@@ -51,9 +55,27 @@ async def relay(upload_api: str, upload_settings: UploadSettings) -> AsyncIterat
     """The upload outbox relay, publishing for the whole session."""
     producer = make_producer(upload_settings.kafka_servers)
     await producer.start()
-    outbox_relay = OutboxRelay(
-        dsn=upload_settings.database_url, schema="upload", producer=producer, poll_interval=0.2
-    )
+    outbox_relay = OutboxRelay(dsn=upload_settings.database_url, schema="upload", producer=producer, poll_interval=0.2)
     async with background(outbox_relay.run()):
         yield outbox_relay
     await producer.stop()
+
+
+@pytest.fixture(scope="session")
+def indexer_settings(make_settings: Callable[..., Any]) -> IndexerSettings:
+    settings: IndexerSettings = make_settings(IndexerSettings, consumer_session_timeout=2)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def indexer(relay: OutboxRelay, indexer_settings: IndexerSettings) -> AsyncIterator[EventConsumer]:
+    """The indexer consuming depot.documents.v1 for the whole session (with the relay running)."""
+    async with indexer_consumer(indexer_settings) as events, background(events.run()):
+        yield events
+
+
+@pytest.fixture(scope="session")
+async def search_api(indexer_settings: IndexerSettings, upload_api: str) -> AsyncIterator[str]:
+    """Base URL of a running search API."""
+    async with serve(build_search_app(indexer_settings)) as url:
+        yield url

@@ -40,7 +40,11 @@ async def object_keys(s3: Any, bucket: str) -> set[str]:
 
 
 async def test_upload_stores_bytes_row_and_outbox_event(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth, s3: Any, pg_pool: asyncpg.Pool,
+    http: httpx.AsyncClient,
+    upload_api: str,
+    auth: Auth,
+    s3: Any,
+    pg_pool: asyncpg.Pool,
     upload_settings: UploadSettings,
 ) -> None:
     """A 201 upload leaves the exact bytes under documents/<id>, a stored row and a document.stored outbox event."""
@@ -56,11 +60,12 @@ async def test_upload_stores_bytes_row_and_outbox_event(
     assert document["content_type"] == "text/plain"
     obj = await s3.get_object(Bucket=upload_settings.s3_bucket, Key=f"documents/{document['id']}")
     assert await obj["Body"].read() == data
-    row = await pg_pool.fetchrow("SELECT status, version FROM upload.documents WHERE id = $1", uuid.UUID(document["id"]))
-    assert row is not None and row["status"] == "stored" and row["version"] == 2
-    event = await pg_pool.fetchval(
-        "SELECT value FROM upload.outbox WHERE key = $1", document["id"]
+    row = await pg_pool.fetchrow(
+        "SELECT status, version FROM upload.documents WHERE id = $1", uuid.UUID(document["id"])
     )
+    assert row is not None
+    assert (row["status"], row["version"]) == ("stored", 2)
+    event = await pg_pool.fetchval("SELECT value FROM upload.outbox WHERE key = $1", document["id"])
     assert event["type"] == "document.stored"
     assert event["specversion"] == "1.0"
     assert event["data"]["sha256"] == document["sha256"]
@@ -99,9 +104,7 @@ async def test_get_unknown_document_is_404(
     assert response.json()["error"] == "not_found"
 
 
-async def test_another_owners_document_is_404_not_403(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth
-) -> None:
+async def test_another_owners_document_is_404_not_403(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
     """Bob asking for Alice's document gets 404, exactly like a missing one."""
     created = (await upload(http, upload_api, auth("alice"), unique_text())).json()
     response = await http.get(f"{upload_api}/v1/documents/{created['id']}", headers=auth("bob"))
@@ -142,7 +145,11 @@ async def test_expired_or_foreign_tokens_are_401(
 
 
 async def test_same_content_twice_is_409_with_existing_id_and_one_object(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth, s3: Any, upload_settings: UploadSettings,
+    http: httpx.AsyncClient,
+    upload_api: str,
+    auth: Auth,
+    s3: Any,
+    upload_settings: UploadSettings,
     pg_pool: asyncpg.Pool,
 ) -> None:
     """Uploading content the owner already stored is 409 duplicate naming it; no second object or row remains."""
@@ -159,9 +166,7 @@ async def test_same_content_twice_is_409_with_existing_id_and_one_object(
     assert await pg_pool.fetchval("SELECT count(*) FROM upload.documents WHERE sha256 = $1", sha) == 1
 
 
-async def test_same_content_by_another_owner_is_stored(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth
-) -> None:
+async def test_same_content_by_another_owner_is_stored(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
     """Dedup is per owner: Bob may store what Alice stored."""
     data = unique_text("shared")
     assert (await upload(http, upload_api, auth("alice"), data)).status_code == 201
@@ -190,14 +195,20 @@ async def test_missing_file_part_is_422(http: httpx.AsyncClient, upload_api: str
     assert response.status_code == 422
     assert response.json()["error"] == "missing_file"
     response = await http.post(
-        f"{upload_api}/v1/documents", content=b"{}", headers={"Content-Type": "application/json", **auth("alice")}
+        f"{upload_api}/v1/documents",
+        content=b"{}",
+        headers={"Content-Type": "application/json", **auth("alice")},
     )
     assert response.status_code == 422
     assert response.json()["error"] == "missing_file"
 
 
 async def test_oversized_upload_is_413_and_leaves_nothing(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth, s3: Any, upload_settings: UploadSettings,
+    http: httpx.AsyncClient,
+    upload_api: str,
+    auth: Auth,
+    s3: Any,
+    upload_settings: UploadSettings,
     pg_pool: asyncpg.Pool,
 ) -> None:
     """A file over DEPOT_MAX_UPLOAD_BYTES is 413; no object, part or row is left behind."""

@@ -109,7 +109,9 @@ class DevStack:
         env["DEPOT_RECONCILER_URL"] = f"http://127.0.0.1:{given.get('DEPOT_RECONCILER_PORT', '8002')}"
         ports = {"upload-api": api_port, "search-api": search_port}
         for name, args in SERVICES:
-            child_env = {**os.environ, **env, "DEPOT_HTTP_PORT": str(ports.get(name, 0))}
+            child_env = {**os.environ, **env}
+            if name in ports:
+                child_env["DEPOT_HTTP_PORT"] = str(ports[name])
             process = spawn(name, [sys.executable, *args], env=child_env, stdout=-1)
             self.processes.append(process)
             threading.Thread(
@@ -118,6 +120,7 @@ class DevStack:
         for name, url in (("upload API", env["DEPOT_API_URL"]), ("search API", env["DEPOT_SEARCH_URL"])):
             wait_until(lambda url=url: _http_ok(url + "/readyz"), timeout=60, what=name)  # type: ignore[misc]
         self._write_env(env)
+        (self.state_dir / "pids").write_text("".join(f"{p.name} {p.pid}\n" for p in self.processes))
         return env
 
     def _write_env(self, env: dict[str, str]) -> None:
@@ -150,13 +153,13 @@ def _banner(env: dict[str, str], state_dir: Path) -> str:
 Depot is running.
   upload API   {api}      (docs: {api}/docs)
   search API   {search}
-  Kafka        {env['DEPOT_KAFKA_BOOTSTRAP']}
-  S3           {env['DEPOT_S3_ENDPOINT']}  bucket {env['DEPOT_S3_BUCKET']}
-  PostgreSQL   {env['DEPOT_DATABASE_URL']}
-  logs         {state_dir / 'logs'}
+  Kafka        {env["DEPOT_KAFKA_BOOTSTRAP"]}
+  S3           {env["DEPOT_S3_ENDPOINT"]}  bucket {env["DEPOT_S3_BUCKET"]}
+  PostgreSQL   {env["DEPOT_DATABASE_URL"]}
+  logs         {state_dir / "logs"}
 
 Try it (another terminal):
-  set -a; . {state_dir / 'env'}; set +a
+  set -a; . {state_dir / "env"}; set +a
   TOKEN=$(.venv/bin/depot token --owner alice)
   echo "hello depot" > notes.txt
   curl -s -H "Authorization: Bearer $TOKEN" -F file=@notes.txt $DEPOT_API_URL/v1/documents

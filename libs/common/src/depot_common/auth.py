@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import jwt
 
 from depot_common.errors import Unauthorized
+from depot_common.settings import DepotSettings
 
 ADMIN_ROLE = "admin"
 
@@ -45,17 +46,24 @@ class TokenVerifier:
         self._secret = secret
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
 
+    @classmethod
+    def from_settings(cls, settings: DepotSettings) -> TokenVerifier:
+        secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+        return cls(secret=secret, jwks_url=settings.jwt_jwks_url)
+
     async def verify(self, token: str) -> Principal:
         try:
             if self._jwks is not None:
                 key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
                 claims = jwt.decode(
-                    token, key.key, algorithms=["RS256", "ES256"],
+                    token,
+                    key.key,
+                    algorithms=["RS256", "ES256"],
                     options={"require": ["sub", "exp"], "verify_aud": False},
                 )
             else:
                 claims = jwt.decode(
-                    token, self._secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
+                    token, self._secret or "", algorithms=["HS256"], options={"require": ["sub", "exp"]}
                 )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired", code="token_expired") from None

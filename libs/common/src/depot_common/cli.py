@@ -16,9 +16,7 @@ from depot_common.auth import mint_token
 def _token(args: argparse.Namespace) -> int:
     secret = os.environ.get("DEPOT_JWT_SECRET", "")
     if not secret:
-        sys.stderr.write(
-            "depot token: DEPOT_JWT_SECRET is not set (source .devstack/env after make dev)\n"
-        )
+        sys.stderr.write("depot token: DEPOT_JWT_SECRET is not set (source .devstack/env after make dev)\n")
         return 2
     sys.stdout.write(mint_token(secret, args.owner, admin=args.admin, ttl=args.ttl) + "\n")
     return 0

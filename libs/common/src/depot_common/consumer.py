@@ -27,13 +27,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 
-from depot_common.db import identifier
+from depot_common.db import Connection, identifier
 from depot_common.errors import DepotError
 from depot_common.events.envelope import CloudEvent, RawCloudEvent
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[asyncpg.Connection, CloudEvent[Any]], Awaitable[None]]
+Handler = Callable[[Connection, CloudEvent[Any]], Awaitable[None]]
 
 HANDLED = Counter("depot_consumer_events_total", "Events consumed, by outcome", ["group", "outcome"])
 
@@ -96,7 +96,9 @@ class EventConsumer:
         """Handle one record: apply it once, or dead-letter it."""
         headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
         with structlog.contextvars.bound_contextvars(
-            topic=record.topic, partition=record.partition, offset=record.offset,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
             traceparent=headers.get("traceparent"),
         ):
             try:
@@ -173,4 +175,3 @@ class EventConsumer:
         await self._producer.send_and_wait(topic, value=record.value, key=record.key, headers=headers)
         HANDLED.labels(self._group, "dead_lettered").inc()
         log.error("consumer.dead_lettered", dlq=topic, attempts=attempts, error=repr(error))
-

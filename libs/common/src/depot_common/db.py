@@ -11,17 +11,18 @@ import json
 import re
 import zlib
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger(__name__)
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
-Pool = asyncpg.Pool
-Connection = asyncpg.Connection
+#: A connection of our own or one borrowed from a pool: both run queries the same way.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
 def identifier(name: str) -> str:
@@ -37,9 +38,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
     """A connection pool whose jsonb columns read and write Python objects."""
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs
-    )
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs)
     assert pool is not None
     return pool
 

@@ -43,9 +43,7 @@ async def ensure_topics(bootstrap: list[str], topics: dict[str, int]) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        response = await admin.create_topics(
-            [NewTopic(name, partitions, 1) for name, partitions in topics.items()]
-        )
+        response = await admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics.items()])
         for name, code, message in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):
                 raise RuntimeError(f"cannot create topic {name}: {code} {message}")
@@ -53,12 +51,12 @@ async def ensure_topics(bootstrap: list[str], topics: dict[str, int]) -> None:
         await admin.close()
 
 
-async def reachable(bootstrap: list[str], timeout: float = 2.0) -> bool:
+async def reachable(bootstrap: list[str], connect_timeout: float = 2.0) -> bool:
     """Whether any bootstrap server accepts a TCP connection."""
     for server in bootstrap:
         host, _, port = server.rpartition(":")
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), connect_timeout)
         except (OSError, TimeoutError):
             continue
         writer.close()

@@ -13,13 +13,10 @@ from typing import Literal
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(
-    fmt: Literal["json", "console"] = "json", level: str = "info", *, service: str
-) -> None:
+def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "info", *, service: str) -> None:
     """Configure structlog and route the standard library's records through it."""
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,

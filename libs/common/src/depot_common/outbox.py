@@ -28,7 +28,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 
-from depot_common.db import advisory_key, identifier, init_connection
+from depot_common.db import Connection, advisory_key, identifier, init_connection
 from depot_common.events.envelope import CONTENT_TYPE, CloudEvent
 from depot_common.tracing import current_traceparent, new_traceparent
 
@@ -45,7 +45,7 @@ def channel(schema: str) -> str:
     return f"depot_outbox_{identifier(schema)}"
 
 
-async def enqueue(conn: asyncpg.Connection, schema: str, *, topic: str, key: str, event: CloudEvent[Any]) -> None:
+async def enqueue(conn: Connection, schema: str, *, topic: str, key: str, event: CloudEvent[Any]) -> None:
     """Insert ``event`` into ``schema``'s outbox in the caller's transaction."""
     schema = identifier(schema)
     headers = {
@@ -54,12 +54,16 @@ async def enqueue(conn: asyncpg.Connection, schema: str, *, topic: str, key: str
     }
     await conn.execute(
         f"INSERT INTO {schema}.outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
-        event.id, topic, key, event.model_dump(mode="json"), headers,
+        event.id,
+        topic,
+        key,
+        event.model_dump(mode="json"),
+        headers,
     )
     await conn.execute("SELECT pg_notify($1, '')", channel(schema))
 
 
-async def backlog(conn: asyncpg.Connection, schema: str) -> tuple[int, float]:
+async def backlog(conn: Connection, schema: str) -> tuple[int, float]:
     """``(unpublished events, age in seconds of the oldest)`` of ``schema``'s outbox."""
     row = await conn.fetchrow(
         f"SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
@@ -89,6 +93,8 @@ class OutboxRelay:
         self._poll = poll_interval
         self._retention = retention_seconds
         self._wake = asyncio.Event()
+        self.active = asyncio.Event()
+        """Set while this relay holds the lock and publishes."""
 
     async def run(self) -> None:
         """Wait for the lock, then publish until cancelled; reconnect on database errors."""
@@ -96,7 +102,6 @@ class OutboxRelay:
             try:
                 await self._run_once()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                ACTIVE.labels(self.schema).set(0)
                 log.warning("outbox.relay.db_error", schema=self.schema, error=str(error))
                 await asyncio.sleep(self._poll)
 
@@ -105,14 +110,16 @@ class OutboxRelay:
         try:
             await init_connection(conn)
             key = advisory_key(f"outbox-relay:{self.schema}")
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):  # noqa: ASYNC110 - standby polls the lock
                 await asyncio.sleep(self._poll)
             ACTIVE.labels(self.schema).set(1)
+            self.active.set()
             log.info("outbox.relay.active", schema=self.schema)
             await conn.add_listener(channel(self.schema), lambda *_: self._wake.set())
             await self._pump(conn)
         finally:
             ACTIVE.labels(self.schema).set(0)
+            self.active.clear()
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.close(timeout=2))
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aioboto3
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from depot_common.settings import DepotSettings
@@ -24,15 +24,11 @@ async def s3_client(settings: DepotSettings) -> AsyncIterator[Any]:
         "s3",
         endpoint_url=settings.s3_endpoint or None,
         region_name=settings.s3_region,
-        aws_access_key_id=(
-            settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None
-        ),
+        aws_access_key_id=(settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None),
         aws_secret_access_key=(
-            settings.aws_secret_access_key.get_secret_value()
-            if settings.aws_secret_access_key
-            else None
+            settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
         ),
-        config=Config(
+        config=AioConfig(
             retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=64,
             s3={"addressing_style": "path"},

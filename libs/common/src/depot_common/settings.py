@@ -26,9 +26,7 @@ class DepotSettings(BaseSettings):
     s3_endpoint: str = ""
     s3_region: str = "us-east-1"
     aws_access_key_id: SecretStr | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
-    aws_secret_access_key: SecretStr | None = Field(
-        default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
-    )
+    aws_secret_access_key: SecretStr | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY")
     jwt_secret: SecretStr | None = None
     jwt_jwks_url: str = ""
     log_format: Literal["json", "console"] = "json"

@@ -71,9 +71,7 @@ class RequestContextMiddleware:
         token = current_traceparent.set(traceparent)
         started = time.perf_counter()
         try:
-            with structlog.contextvars.bound_contextvars(
-                request_id=request_id, trace_id=traceparent.split("-")[1]
-            ):
+            with structlog.contextvars.bound_contextvars(request_id=request_id, trace_id=traceparent.split("-")[1]):
                 await self.app(scope, receive, send_with_id)
         finally:
             current_traceparent.reset(token)
@@ -99,26 +97,23 @@ async def _depot_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    details = [
-        {"loc": list(item.get("loc", ())), "msg": item.get("msg", "")} for item in error.errors()
-    ]
+    details = [{"loc": list(item.get("loc", ())), "msg": item.get("msg", "")} for item in error.errors()]
     message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
-    return JSONResponse(
-        {"error": "validation_error", "message": message, "details": details}, status_code=422
-    )
+    return JSONResponse({"error": "validation_error", "message": message, "details": details}, status_code=422)
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
     return JSONResponse(
-        {"error": code, "message": str(error.detail)}, status_code=error.status_code,
+        {"error": code, "message": str(error.detail)},
+        status_code=error.status_code,
         headers=getattr(error, "headers", None),
     )
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
-    log.exception("http.unhandled_error")
+    log.error("http.unhandled_error", exc_info=error)
     request_id = request.scope.get("state", {}).get("request_id", "")
     return JSONResponse(
         {"error": "internal_error", "message": "internal error", "request_id": request_id},

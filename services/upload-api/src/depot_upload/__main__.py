@@ -16,7 +16,8 @@ from depot_upload.settings import UploadSettings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="depot-upload", description="Depot upload-api processes.")
     parser.add_argument(
-        "command", choices=["serve", "relay"],
+        "command",
+        choices=["serve", "relay"],
         help="serve: the HTTP API (DEPOT_HTTP_HOST:DEPOT_HTTP_PORT); relay: the outbox relay",
     )
     args = parser.parse_args(argv)
@@ -24,8 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level, service=f"upload-api.{args.command}")
     if args.command == "serve":
         uvicorn.run(
-            build_app(settings), host=settings.http_host, port=settings.http_port,
-            log_config=None, access_log=False, timeout_graceful_shutdown=10,
+            build_app(settings),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
         )
     else:
         asyncio.run(run_relay(settings))

@@ -40,9 +40,7 @@ class S3BlobStore:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
-                    raise PayloadTooLarge(
-                        f"file exceeds the {max_bytes}-byte limit", max_bytes=max_bytes
-                    )
+                    raise PayloadTooLarge(f"file exceeds the {max_bytes}-byte limit", max_bytes=max_bytes)
                 digest.update(chunk)
                 buffer += chunk
                 if len(buffer) >= self._part_size:
@@ -55,15 +53,22 @@ class S3BlobStore:
                     buffer.clear()
             if upload_id is None:
                 await self._s3.put_object(
-                    Bucket=self._bucket, Key=key, Body=bytes(buffer), ContentType=content_type,
-                    IfNoneMatch="*", ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+                    Bucket=self._bucket,
+                    Key=key,
+                    Body=bytes(buffer),
+                    ContentType=content_type,
+                    IfNoneMatch="*",
+                    ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
                 )
             else:
                 if buffer:
                     parts.append(await self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
                 await self._s3.complete_multipart_upload(
-                    Bucket=self._bucket, Key=key, UploadId=upload_id,
-                    MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+                    Bucket=self._bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
                 )
                 upload_id = None
         except ClientError as error:

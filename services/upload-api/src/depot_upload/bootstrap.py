@@ -8,16 +8,17 @@ from importlib.resources import files
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from depot_common import kafka
 from depot_common.auth import TokenVerifier
 from depot_common.db import create_pool, migrate
 from depot_common.events import DOCUMENTS_TOPIC
+from depot_common.health import dependency_checks
+from depot_common.lifecycle import run_until_signalled
 from depot_common.outbox import OutboxRelay
 from depot_common.s3 import ensure_bucket, s3_client
-from depot_common.lifecycle import run_until_signalled
-from depot_common.web import ReadinessCheck, create_app
+from depot_common.web import create_app
 from depot_upload.api.routes import router
 from depot_upload.blobstore import S3BlobStore
 from depot_upload.repository import SCHEMA, PostgresDocuments
@@ -41,10 +42,7 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 await ensure_bucket(s3, settings.s3_bucket)
                 app.state.pool = pool
                 app.state.s3 = s3
-                app.state.token_verifier = TokenVerifier(
-                    secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
-                    jwks_url=settings.jwt_jwks_url,
-                )
+                app.state.token_verifier = TokenVerifier.from_settings(settings)
                 app.state.service = UploadService(
                     documents=PostgresDocuments(pool),
                     blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
@@ -55,26 +53,11 @@ def build_app(settings: UploadSettings) -> FastAPI:
         finally:
             await pool.close()
 
-    def readiness(request: Request) -> dict[str, ReadinessCheck]:
-        state = request.app.state
-
-        async def postgres() -> bool:
-            return bool(await state.pool.fetchval("SELECT true"))
-
-        async def s3() -> bool:
-            await state.s3.head_bucket(Bucket=settings.s3_bucket)
-            return True
-
-        async def broker() -> bool:
-            return await kafka.reachable(settings.kafka_servers)
-
-        return {"postgres": postgres, "s3": s3, "kafka": broker}
-
     app = create_app(
         title="Depot upload API",
         description="Upload, read and delete documents. Bytes go to S3, metadata to PostgreSQL.",
         lifespan=lifespan,
-        readiness=readiness,
+        readiness=dependency_checks(settings),
         allowed_origins=settings.allowed_origins,
     )
     app.include_router(router)
@@ -103,4 +86,3 @@ async def run_relay(settings: UploadSettings) -> None:
         await run_until_signalled(relay.run())
     finally:
         await producer.stop()
-

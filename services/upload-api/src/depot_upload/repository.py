@@ -15,8 +15,7 @@ from depot_upload.domain import Document, Status, StoredBlob
 SCHEMA = "upload"
 SOURCE = "depot/upload-api"
 _COLUMNS = (
-    "id, owner_id, filename, content_type, object_key, size_bytes, sha256, status, version,"
-    " created_at, updated_at"
+    "id, owner_id, filename, content_type, object_key, size_bytes, sha256, status, version, created_at, updated_at"
 )
 
 
@@ -36,7 +35,11 @@ class PostgresDocuments:
         row = await self._pool.fetchrow(
             "INSERT INTO upload.documents (id, owner_id, filename, content_type, object_key, status)"
             f" VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING {_COLUMNS}",
-            document_id, owner_id, filename, content_type, object_key,
+            document_id,
+            owner_id,
+            filename,
+            content_type,
+            object_key,
         )
         assert row is not None
         return _document(row)
@@ -48,12 +51,12 @@ class PostgresDocuments:
                     "UPDATE upload.documents SET status = 'stored', size_bytes = $2, sha256 = $3,"
                     " version = version + 1, updated_at = clock_timestamp()"
                     f" WHERE id = $1 AND status = 'pending' RETURNING {_COLUMNS}",
-                    document_id, blob.size_bytes, blob.sha256,
+                    document_id,
+                    blob.size_bytes,
+                    blob.sha256,
                 )
             except asyncpg.UniqueViolationError:
-                owner = await self._pool.fetchval(
-                    "SELECT owner_id FROM upload.documents WHERE id = $1", document_id
-                )
+                owner = await self._pool.fetchval("SELECT owner_id FROM upload.documents WHERE id = $1", document_id)
                 existing = await self.find_stored_by_sha256(str(owner), blob.sha256)
                 raise Duplicate(
                     "you already have a document with this content",
@@ -81,22 +84,20 @@ class PostgresDocuments:
             return document
 
     async def discard_pending(self, document_id: uuid.UUID) -> None:
-        await self._pool.execute(
-            "DELETE FROM upload.documents WHERE id = $1 AND status = 'pending'", document_id
-        )
+        await self._pool.execute("DELETE FROM upload.documents WHERE id = $1 AND status = 'pending'", document_id)
 
     async def get(self, owner_id: str, document_id: uuid.UUID) -> Document | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM upload.documents"
-            " WHERE id = $1 AND owner_id = $2 AND status <> 'deleted'",
-            document_id, owner_id,
+            f"SELECT {_COLUMNS} FROM upload.documents WHERE id = $1 AND owner_id = $2 AND status <> 'deleted'",
+            document_id,
+            owner_id,
         )
         return _document(row) if row else None
 
     async def find_stored_by_sha256(self, owner_id: str, sha256: str) -> Document | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM upload.documents"
-            " WHERE owner_id = $1 AND sha256 = $2 AND status = 'stored'",
-            owner_id, sha256,
+            f"SELECT {_COLUMNS} FROM upload.documents WHERE owner_id = $1 AND sha256 = $2 AND status = 'stored'",
+            owner_id,
+            sha256,
         )
         return _document(row) if row else None

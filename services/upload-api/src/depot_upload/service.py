@@ -40,18 +40,14 @@ class UploadService:
         )
         structlog.contextvars.bind_contextvars(document_id=str(document_id))
         try:
-            blob = await self._blobs.put_stream(
-                key, chunks, max_bytes=self._max_upload_bytes, content_type=media_type
-            )
+            blob = await self._blobs.put_stream(key, chunks, max_bytes=self._max_upload_bytes, content_type=media_type)
         except Exception:  # refused, too large, client gone, S3 down: never acknowledged
             await self._documents.discard_pending(document_id)
             raise
         existing = await self._documents.find_stored_by_sha256(owner_id, blob.sha256)
         try:
             if existing is not None:
-                raise Duplicate(
-                    "you already have a document with this content", existing_id=str(existing.id)
-                )
+                raise Duplicate("you already have a document with this content", existing_id=str(existing.id))
             document = await self._documents.mark_stored(document_id, blob)
         except Duplicate:
             await self._documents.discard_pending(document_id)

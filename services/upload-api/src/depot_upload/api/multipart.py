@@ -31,9 +31,7 @@ def boundary_of(content_type: str | None) -> bytes:
     media_type, options = parse_options_header(content_type or "")
     boundary = options.get(b"boundary")
     if media_type != b"multipart/form-data" or not boundary:
-        raise Unprocessable(
-            "expected a multipart/form-data body with a 'file' part", code="missing_file"
-        )
+        raise Unprocessable("expected a multipart/form-data body with a 'file' part", code="missing_file")
     return boundary
 
 
@@ -83,9 +81,9 @@ class MultipartReader:
             try:
                 chunk = await anext(self._body)
             except StopAsyncIteration:
-                if not self._ended:
-                    raise BadRequest("multipart body ended before its closing boundary", code="malformed_multipart") from None
-                return None
+                raise BadRequest(
+                    "multipart body ended before its closing boundary", code="malformed_multipart"
+                ) from None
             if not chunk:
                 continue
             try:

@@ -16,9 +16,7 @@ from depot_upload.service import UploadService
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422)
-}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422)}
 _MULTIPART_BODY = {
     "requestBody": {
         "required": True,
@@ -92,4 +90,3 @@ async def upload_document(request: Request, principal: CurrentPrincipal, service
 async def get_document(document_id: str, principal: CurrentPrincipal, service: ServiceDep) -> DocumentOut:
     document = await service.get(owner_id=principal.owner_id, document_id=_document_id(document_id))
     return DocumentOut.of(document)
-

@@ -1,0 +1,114 @@
+"""The one place that wires the indexer: settings → adapters → handlers → entry points."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from importlib.resources import files
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+
+from depot_common import kafka
+from depot_common.auth import TokenVerifier
+from depot_common.consumer import EventConsumer, dlq_topic
+from depot_common.db import create_pool, migrate
+from depot_common.events import DOCUMENTS_TOPIC
+from depot_common.health import dependency_checks
+from depot_common.lifecycle import run_until_signalled
+from depot_common.s3 import s3_client
+from depot_common.web import create_app
+from depot_indexer.api import router
+from depot_indexer.blobstore import S3BlobReader
+from depot_indexer.handlers import HANDLED_TYPES, build_handlers
+from depot_indexer.repository import SCHEMA
+from depot_indexer.settings import IndexerSettings
+
+__all__ = ["HANDLED_TYPES", "MIGRATIONS", "build_app", "indexer_consumer", "run_consumer"]
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS = files("depot_indexer") / "migrations"
+
+
+def build_app(settings: IndexerSettings) -> FastAPI:
+    """The search API as an ASGI app; its resources live for the app's lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
+        pool = await create_pool(settings.database_url, max_size=10)
+        try:
+            await migrate(pool, SCHEMA, MIGRATIONS)
+            async with s3_client(settings) as s3:
+                app.state.pool = pool
+                app.state.s3 = s3
+                app.state.token_verifier = TokenVerifier.from_settings(settings)
+                log.info("indexer_api.started")
+                yield {}
+        finally:
+            await pool.close()
+
+    app = create_app(
+        title="Depot search",
+        description="Full-text search over your documents, kept in step with uploads by events.",
+        lifespan=lifespan,
+        readiness=dependency_checks(settings),
+        allowed_origins=settings.allowed_origins,
+    )
+    app.include_router(router)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventConsumer]:
+    """The indexer's started consumer over ``depot.documents.v1``; stopped on exit."""
+    pool = await create_pool(settings.database_url, max_size=4)
+    try:
+        await migrate(pool, SCHEMA, MIGRATIONS)
+        await kafka.ensure_topics(
+            settings.kafka_servers,
+            {
+                DOCUMENTS_TOPIC: settings.documents_partitions,
+                dlq_topic(DOCUMENTS_TOPIC, settings.consumer_group): 1,
+            },
+        )
+        async with s3_client(settings) as s3:
+            handlers = build_handlers(
+                S3BlobReader(s3, bucket=settings.s3_bucket),
+                max_object_bytes=settings.index_max_object_bytes,
+                max_text_chars=settings.index_max_text_chars,
+            )
+            producer = kafka.make_producer(settings.kafka_servers)
+            consumer = kafka.make_consumer(
+                settings.kafka_servers,
+                DOCUMENTS_TOPIC,
+                group_id=settings.consumer_group,
+                session_timeout_ms=settings.consumer_session_timeout * 1000,
+                heartbeat_interval_ms=settings.consumer_session_timeout * 1000 // 5,
+            )
+            await producer.start()
+            try:
+                await consumer.start()
+                try:
+                    yield EventConsumer(
+                        consumer=consumer,
+                        producer=producer,
+                        pool=pool,
+                        schema=SCHEMA,
+                        group=settings.consumer_group,
+                        handlers=handlers,
+                    )
+                finally:
+                    await consumer.stop()
+            finally:
+                await producer.stop()
+    finally:
+        await pool.close()
+
+
+async def run_consumer(settings: IndexerSettings) -> None:
+    """Index ``depot.documents.v1`` until SIGINT/SIGTERM (graceful: finish, commit, exit)."""
+    async with indexer_consumer(settings) as events:
+        log.info("indexer_consumer.started", group=settings.consumer_group)
+        await run_until_signalled(events.run(), on_signal=events.stop)

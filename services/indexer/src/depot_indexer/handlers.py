@@ -1,0 +1,103 @@
+"""Handlers of ``depot.documents.v1``: keep the search index in step with the documents.
+
+Each handler runs inside the consumer's transaction, which also records the event id in
+``search.processed_events``; the version checks in :mod:`depot_indexer.repository` make a
+stale or duplicated event a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from depot_common.db import Connection
+from depot_common.events import CloudEvent, DocumentDeleted, DocumentFailed, DocumentStored
+from depot_indexer import repository
+from depot_indexer.domain import IndexEntry
+from depot_indexer.extraction import extract_text
+from depot_indexer.ports import BlobNotFound, BlobReader
+
+log = structlog.get_logger(__name__)
+
+#: Same shape as ``depot_common.consumer.Handler`` (not imported: it pulls in aiokafka).
+EventHandler = Callable[[Connection, CloudEvent[Any]], Awaitable[None]]
+
+STORED, DELETED, FAILED = "document.stored", "document.deleted", "document.failed"
+
+#: The event types of ``depot.documents.v1`` the indexer acts on.
+HANDLED_TYPES = frozenset({STORED, DELETED, FAILED})
+
+
+def build_handlers(
+    blobs: BlobReader, *, max_object_bytes: int, max_text_chars: int
+) -> dict[str, tuple[type[BaseModel], EventHandler]]:
+    """The ``EventConsumer`` handler table: event type → (data model, handler)."""
+
+    async def on_stored(conn: Connection, event: CloudEvent[Any]) -> None:
+        data: DocumentStored = event.data
+        known = await repository.version_of(conn, data.document_id)
+        if known is not None and known >= data.version:
+            log.info(
+                "index.stale_event",
+                document_id=str(data.document_id),
+                version=data.version,
+                indexed_version=known,
+            )
+            return
+        body = await _extract(blobs, data, max_object_bytes=max_object_bytes, max_text_chars=max_text_chars)
+        entry = IndexEntry(
+            document_id=data.document_id,
+            owner_id=data.owner_id,
+            filename=data.filename,
+            content_type=data.content_type,
+            size_bytes=data.size_bytes,
+            sha256=data.sha256,
+            version=data.version,
+            body=body,
+        )
+        if await repository.upsert_entry(conn, entry):
+            log.info("index.updated", document_id=str(data.document_id), version=data.version, body_chars=len(body))
+        else:
+            log.info("index.stale_event", document_id=str(data.document_id), version=data.version)
+
+    async def on_deleted(conn: Connection, event: CloudEvent[Any]) -> None:
+        data: DocumentDeleted = event.data
+        applied = await repository.tombstone(
+            conn, document_id=data.document_id, owner_id=data.owner_id, version=data.version
+        )
+        log.info(
+            "index.removed" if applied else "index.stale_event",
+            document_id=str(data.document_id),
+            version=data.version,
+        )
+
+    async def on_failed(conn: Connection, event: CloudEvent[Any]) -> None:
+        data: DocumentFailed = event.data
+        removed = await repository.remove(conn, data.document_id)
+        log.info(
+            "index.removed" if removed else "index.not_indexed",
+            document_id=str(data.document_id),
+            reason=data.reason,
+        )
+
+    return {
+        STORED: (DocumentStored, on_stored),
+        DELETED: (DocumentDeleted, on_deleted),
+        FAILED: (DocumentFailed, on_failed),
+    }
+
+
+async def _extract(blobs: BlobReader, data: DocumentStored, *, max_object_bytes: int, max_text_chars: int) -> str:
+    """The document's text; ``""`` when its object is missing (the reconciler repairs that)."""
+    if data.size_bytes == 0:
+        return ""
+    try:
+        raw = await blobs.read(data.object_key, max_object_bytes)
+    except BlobNotFound:
+        log.warning("index.object_missing", document_id=str(data.document_id), object_key=data.object_key)
+        return ""
+    return await asyncio.to_thread(extract_text, data.content_type, data.filename, raw, max_chars=max_text_chars)

@@ -1,0 +1,165 @@
+"""PostgreSQL adapter for the search index (schema ``search``).
+
+Writes are version-checked so at-least-once, possibly stale deliveries converge on the
+newest state: ``document.stored`` applies only over an older version, ``document.deleted``
+leaves a ``removed`` tombstone carrying its version, which no older ``stored`` can undo.
+Search is owner-scoped and pages with a keyset cursor over ``(score, document_id)``.
+"""
+
+from __future__ import annotations
+
+import html
+import uuid
+from typing import TypeAlias
+
+import asyncpg
+import structlog
+
+from depot_common.db import Connection
+from depot_indexer.domain import Cursor, IndexEntry, SearchHit, SearchPage
+
+log = structlog.get_logger(__name__)
+
+SCHEMA = "search"
+
+Executor: TypeAlias = "Connection | asyncpg.Pool[asyncpg.Record]"
+
+# Snippet highlight markers: control characters extraction never keeps, so the snippet can
+# be HTML-escaped and only the highlights turned into <b>…</b> afterwards.
+_START, _STOP = "\x02", "\x03"
+_HEADLINE_OPTIONS = f'StartSel="{_START}", StopSel="{_STOP}", MaxWords=35, MinWords=15, MaxFragments=2'
+
+_UPSERT = """
+INSERT INTO search.index_entries AS e
+    (document_id, owner_id, filename, content_type, size_bytes, sha256, version, status, body,
+     indexed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, 'indexed', $8, clock_timestamp())
+ON CONFLICT (document_id) DO UPDATE SET
+    owner_id = EXCLUDED.owner_id, filename = EXCLUDED.filename,
+    content_type = EXCLUDED.content_type, size_bytes = EXCLUDED.size_bytes,
+    sha256 = EXCLUDED.sha256, version = EXCLUDED.version, status = 'indexed',
+    body = EXCLUDED.body, indexed_at = EXCLUDED.indexed_at
+WHERE e.version < EXCLUDED.version
+RETURNING true
+"""
+
+_TOMBSTONE = """
+INSERT INTO search.index_entries AS e (document_id, owner_id, version, status, indexed_at)
+VALUES ($1, $2, $3, 'removed', clock_timestamp())
+ON CONFLICT (document_id) DO UPDATE SET
+    version = EXCLUDED.version, status = 'removed', filename = NULL, content_type = NULL,
+    size_bytes = NULL, sha256 = NULL, body = NULL, indexed_at = EXCLUDED.indexed_at
+WHERE e.version <= EXCLUDED.version
+RETURNING true
+"""
+
+_REMOVE = """
+UPDATE search.index_entries SET
+    status = 'removed', filename = NULL, content_type = NULL, size_bytes = NULL, sha256 = NULL,
+    body = NULL, indexed_at = clock_timestamp()
+WHERE document_id = $1 AND status = 'indexed'
+RETURNING true
+"""
+
+# $1 owner, $2 query text, $3/$4 cursor (score, id) or NULLs, $5 page size + 1.
+# The query ORs the English (stems) and simple (exact words, filenames) parses.
+_SEARCH = f"""
+WITH q AS (
+    SELECT websearch_to_tsquery('english', $2) || websearch_to_tsquery('simple', $2) AS query
+), page AS (
+    SELECT e.document_id, e.filename, e.body, ts_rank(e.tsv, q.query) AS score
+    FROM search.index_entries e, q
+    WHERE e.owner_id = $1 AND e.status = 'indexed' AND e.tsv @@ q.query
+      AND ($3::real IS NULL OR (ts_rank(e.tsv, q.query), e.document_id) < ($3::real, $4::uuid))
+    ORDER BY score DESC, e.document_id DESC
+    LIMIT $5
+)
+SELECT page.document_id, page.filename, page.score,
+       ts_headline('english', coalesce(nullif(page.body, ''), page.filename), q.query,
+                   '{_HEADLINE_OPTIONS}') AS snippet
+FROM page, q
+ORDER BY page.score DESC, page.document_id DESC
+"""
+
+
+async def version_of(conn: Executor, document_id: uuid.UUID) -> int | None:
+    """The version the index holds for ``document_id`` (indexed or tombstone), if any."""
+    version: int | None = await conn.fetchval(
+        "SELECT version FROM search.index_entries WHERE document_id = $1", document_id
+    )
+    return version
+
+
+async def upsert_entry(conn: Connection, entry: IndexEntry) -> bool:
+    """Index ``entry`` unless the index already holds this or a newer version.
+
+    Returns whether the entry was written. A body whose tsvector exceeds PostgreSQL's 1 MB
+    limit is halved until it fits (in a savepoint, so the caller's transaction survives).
+    """
+    body = entry.body
+    while True:
+        try:
+            async with conn.transaction():
+                applied = await conn.fetchval(
+                    _UPSERT,
+                    entry.document_id,
+                    entry.owner_id,
+                    entry.filename,
+                    entry.content_type,
+                    entry.size_bytes,
+                    entry.sha256,
+                    entry.version,
+                    body,
+                )
+            return bool(applied)
+        except asyncpg.ProgramLimitExceededError:
+            if not body:
+                raise
+            body = body[: len(body) // 2]
+            log.warning("index.body_truncated", document_id=str(entry.document_id), body_chars=len(body))
+
+
+async def tombstone(conn: Executor, *, document_id: uuid.UUID, owner_id: str, version: int) -> bool:
+    """Mark ``document_id`` removed at ``version`` unless a newer version is indexed.
+
+    Inserts the tombstone when the document was never indexed, so a ``document.stored``
+    delivered late cannot bring it back. Returns whether the tombstone was written.
+    """
+    applied = await conn.fetchval(_TOMBSTONE, document_id, owner_id, version)
+    return bool(applied)
+
+
+async def remove(conn: Executor, document_id: uuid.UUID) -> bool:
+    """Mark an indexed ``document_id`` removed, keeping its version; whether it was indexed."""
+    applied = await conn.fetchval(_REMOVE, document_id)
+    return bool(applied)
+
+
+async def search(conn: Executor, *, owner_id: str, query: str, limit: int, cursor: Cursor | None = None) -> SearchPage:
+    """One page of ``owner_id``'s indexed documents matching ``query``, best first."""
+    rows = await conn.fetch(
+        _SEARCH,
+        owner_id,
+        query,
+        cursor.score if cursor else None,
+        cursor.document_id if cursor else None,
+        limit + 1,
+    )
+    hits = [
+        SearchHit(
+            document_id=row["document_id"],
+            filename=row["filename"],
+            snippet=_snippet(row["snippet"]),
+            score=row["score"],
+        )
+        for row in rows[:limit]
+    ]
+    more = len(rows) > limit
+    next_cursor = Cursor(score=hits[-1].score, document_id=hits[-1].document_id) if more else None
+    return SearchPage(hits=hits, next_cursor=next_cursor)
+
+
+def _snippet(headline: str | None) -> str:
+    """HTML-escape a headline, then turn its highlight markers into ``<b>…</b>``."""
+    escaped = html.escape(headline or "", quote=False)
+    return escaped.replace(_START, "<b>").replace(_STOP, "</b>").strip()

@@ -1,0 +1,195 @@
+"""The idempotent consumer framework against a real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from pydantic import BaseModel
+
+from depot_common.consumer import EventConsumer, dlq_topic
+from depot_common.errors import BadRequest, Unavailable
+from depot_common.events import CloudEvent, encode
+from depot_common.kafka import ensure_topics, make_consumer, make_producer
+from tests.conftest import background
+from tests.kafka_helpers import read_until
+
+
+class Note(BaseModel):
+    text: str
+
+
+@dataclass
+class Scratch:
+    schema: str
+    topic: str
+    group: str
+    producer: AIOKafkaProducer
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def scratch(pg_pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[Scratch]:
+    """A schema with an inbox and an effects table, a fresh topic and its DLQ."""
+    schema = f"consumer_{secrets.token_hex(4)}"
+    topic, group = f"test.{schema}", f"group-{schema}"
+    await pg_pool.execute(f"CREATE SCHEMA {schema}")
+    await pg_pool.execute(
+        f"CREATE TABLE {schema}.processed_events (event_id uuid PRIMARY KEY, processed_at timestamptz DEFAULT now())"
+    )
+    await pg_pool.execute(f"CREATE TABLE {schema}.effects (text text NOT NULL)")
+    await ensure_topics([kafka_bootstrap], {topic: 1, dlq_topic(topic, group): 1})
+    producer = make_producer([kafka_bootstrap])
+    await producer.start()
+    yield Scratch(schema, topic, group, producer)
+    await producer.stop()
+    await pg_pool.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def note(text: str, type_: str = "test.note") -> CloudEvent[Any]:
+    return CloudEvent[Note](source="test", type=type_, subject=text, data=Note(text=text))
+
+
+@pytest.fixture
+async def running(scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[EventConsumer]:
+    """An EventConsumer over the scratch topic whose handler records each note's text."""
+
+    async def record(conn: asyncpg.Connection, event: CloudEvent[Any]) -> None:
+        text = event.data.text
+        if text.startswith("flaky") and scratch.failures.get(text, 0) < 2:
+            scratch.failures[text] = scratch.failures.get(text, 0) + 1
+            raise Unavailable("temporarily down")
+        if text.startswith("broken"):
+            raise Unavailable("always down")
+        if text.startswith("refused"):
+            raise BadRequest("never acceptable")
+        await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1)", text)
+
+    consumer = make_consumer([kafka_bootstrap], scratch.topic, group_id=scratch.group, session_timeout_ms=2000)
+    await consumer.start()
+    event_consumer = EventConsumer(
+        consumer=consumer,
+        producer=scratch.producer,
+        pool=pg_pool,
+        schema=scratch.schema,
+        group=scratch.group,
+        handlers={"test.note": (Note, record)},
+        ignored_types=frozenset({"test.other"}),
+        max_attempts=3,
+        backoff_base=0.01,
+    )
+    async with background(event_consumer.run()):
+        yield event_consumer
+    await consumer.stop()
+
+
+async def effects(pool: asyncpg.Pool, schema: str) -> list[str]:
+    return [row["text"] for row in await pool.fetch(f"SELECT text FROM {schema}.effects ORDER BY text")]
+
+
+async def wait_for_effects(pool: asyncpg.Pool, schema: str, expected: list[str], timeout: float = 10) -> list[str]:
+    found: list[str] = []
+    for _ in range(int(timeout / 0.1)):
+        found = await effects(pool, schema)
+        if found == sorted(expected):
+            break
+        await asyncio.sleep(0.1)
+    return found
+
+
+async def send(scratch: Scratch, value: bytes, key: bytes = b"k") -> None:
+    await scratch.producer.send_and_wait(scratch.topic, value=value, key=key)
+
+
+async def test_a_redelivered_event_takes_effect_once(
+    scratch: Scratch, running: EventConsumer, pg_pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """The same event id delivered twice is applied once; offsets are committed past both."""
+    event = note("once")
+    await send(scratch, encode(event))
+    await send(scratch, encode(event))
+    await send(scratch, encode(note("after")))
+    assert await wait_for_effects(pg_pool, scratch.schema, ["after", "once"]) == ["after", "once"]
+    probe = make_consumer([kafka_bootstrap], scratch.topic, group_id=scratch.group, session_timeout_ms=2000)
+    await probe.start()
+    try:
+        partition = TopicPartition(scratch.topic, 0)
+        for _ in range(50):
+            if await probe.committed(partition) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert await probe.committed(partition) == 3
+    finally:
+        await probe.stop()
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"not json at all", "not a CloudEvent"),
+        (encode(note("x", type_="test.unknown")), "unknown event type"),
+        (
+            b'{"specversion":"1.0","id":"6d1f7f57-3c59-4a55-9d2c-3d1f7e0a5a11","source":"t","type":"test.note",'
+            b'"subject":"s","time":"2026-01-01T00:00:00Z","data":{"wrong":1}}',
+            "violates its schema",
+        ),
+        (encode(note("refused-1")), "never acceptable"),
+    ],
+)
+async def test_poison_messages_go_to_the_dlq_and_the_consumer_moves_on(
+    scratch: Scratch,
+    running: EventConsumer,
+    pg_pool: asyncpg.Pool,
+    kafka_bootstrap: str,
+    value: bytes,
+    reason: str,
+) -> None:
+    """Unparseable, unknown, schema-violating or refused messages are dead-lettered with error headers;
+    the next message is applied."""
+    await send(scratch, value)
+    await send(scratch, encode(note("next")))
+    assert await wait_for_effects(pg_pool, scratch.schema, ["next"]) == ["next"]
+    [dead] = await read_until(kafka_bootstrap, dlq_topic(scratch.topic, scratch.group), lambda rs: len(rs) >= 1)
+    headers = dict(dead.headers)
+    assert dead.value == value
+    assert reason in headers["x-error"].decode()
+    assert headers["x-original-topic"] == scratch.topic.encode()
+    assert headers["x-original-partition"] == b"0"
+    assert headers["x-original-offset"] == b"0"
+    assert headers["x-attempts"] == b"1"
+
+
+async def test_transient_failures_are_retried_until_they_succeed(
+    scratch: Scratch, running: EventConsumer, pg_pool: asyncpg.Pool
+) -> None:
+    """A handler that fails twice with a retriable error is retried and applied once."""
+    await send(scratch, encode(note("flaky-1")))
+    assert await wait_for_effects(pg_pool, scratch.schema, ["flaky-1"]) == ["flaky-1"]
+    assert scratch.failures["flaky-1"] == 2
+
+
+async def test_exhausted_retries_dead_letter_the_message(
+    scratch: Scratch, running: EventConsumer, pg_pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """A message still failing after the bounded attempts goes to the DLQ with x-attempts, and the stream continues."""
+    await send(scratch, encode(note("broken-1")))
+    await send(scratch, encode(note("fine")))
+    assert await wait_for_effects(pg_pool, scratch.schema, ["fine"]) == ["fine"]
+    [dead] = await read_until(kafka_bootstrap, dlq_topic(scratch.topic, scratch.group), lambda rs: len(rs) >= 1)
+    assert dict(dead.headers)["x-attempts"] == b"3"
+
+
+async def test_types_owned_by_another_consumer_are_skipped(
+    scratch: Scratch, running: EventConsumer, pg_pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """An event type this consumer does not own is neither applied nor dead-lettered."""
+    await send(scratch, encode(note("theirs", type_="test.other")))
+    await send(scratch, encode(note("ours")))
+    assert await wait_for_effects(pg_pool, scratch.schema, ["ours"]) == ["ours"]
+    assert await read_until(kafka_bootstrap, dlq_topic(scratch.topic, scratch.group), lambda rs: False, timeout=1) == []

@@ -1,0 +1,230 @@
+"""The indexer's event handlers and search API against a real PostgreSQL (S3 faked)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
+
+import asyncpg
+import httpx
+import pytest
+
+from depot_common.auth import mint_token
+from depot_common.db import create_pool, migrate
+from depot_common.events import CloudEvent, DocumentDeleted, DocumentFailed, DocumentStored
+from depot_common.s3 import ensure_bucket, s3_client
+from depot_devstack import servers
+from depot_indexer import repository
+from depot_indexer.blobstore import S3BlobReader
+from depot_indexer.bootstrap import MIGRATIONS, build_app
+from depot_indexer.handlers import build_handlers
+from depot_indexer.ports import BlobNotFound
+from depot_indexer.settings import IndexerSettings
+from tests.conftest import serve
+
+SECRET = secrets.token_urlsafe(32)
+
+
+class FakeBlobs:
+    """An in-memory BlobReader that records what was read."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.reads: list[tuple[str, int]] = []
+
+    async def read(self, key: str, max_bytes: int) -> bytes:
+        self.reads.append((key, max_bytes))
+        if key not in self.objects:
+            raise BlobNotFound(key)
+        return self.objects[key][:max_bytes]
+
+
+@pytest.fixture(scope="module")
+def index_database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A database of this module's own, dropped at the end."""
+    name = f"depot_idx_{secrets.token_hex(4)}"
+    yield servers.recreate_database(postgres_admin_url, name)
+    servers.drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture(scope="module")
+async def pool(index_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the module's database, with the search schema migrated."""
+    db = await create_pool(index_database_url, max_size=4)
+    try:
+        await migrate(db, repository.SCHEMA, MIGRATIONS)
+        yield db
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+def blobs() -> FakeBlobs:
+    return FakeBlobs()
+
+
+async def _handle(pool: asyncpg.Pool, blobs: FakeBlobs, data: Any, type_: str) -> None:
+    handlers = build_handlers(blobs, max_object_bytes=64, max_text_chars=1000)
+    model, handler = handlers[type_]
+    event = CloudEvent[Any](
+        source="test", type=type_, subject=str(data.document_id), data=model.model_validate(data.model_dump())
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await handler(cast(asyncpg.Connection, conn), event)
+
+
+def _settings(database_url: str, **overrides: Any) -> IndexerSettings:
+    """Indexer settings for this module: the given database, unreachable Kafka and S3."""
+    options: dict[str, Any] = {
+        "database_url": database_url,
+        "kafka_bootstrap": "127.0.0.1:9",
+        "s3_bucket": "unused",
+        "s3_endpoint": "http://127.0.0.1:9",
+        "jwt_secret": SECRET,
+        **overrides,
+    }
+    return IndexerSettings(**options)
+
+
+def _stored(
+    owner: str,
+    *,
+    version: int = 2,
+    filename: str = "memo.txt",
+    size: int = 10,
+    document_id: uuid.UUID | None = None,
+) -> DocumentStored:
+    document_id = document_id or uuid.uuid4()
+    return DocumentStored(
+        document_id=document_id,
+        owner_id=owner,
+        filename=filename,
+        content_type="text/plain",
+        size_bytes=size,
+        sha256="0" * 64,
+        object_key=f"documents/{document_id}",
+        version=version,
+    )
+
+
+async def _ids(pool: asyncpg.Pool, owner: str, query: str) -> set[uuid.UUID]:
+    page = await repository.search(pool, owner_id=owner, query=query, limit=100)
+    return {hit.document_id for hit in page.hits}
+
+
+async def test_stored_reads_a_capped_prefix_and_indexes_its_text(pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+    """document.stored reads at most the configured bytes and makes the text searchable."""
+    data = _stored("h-alice")
+    blobs.objects[data.object_key] = b"pelican migration report " + b"z" * 200
+    await _handle(pool, blobs, data, "document.stored")
+    assert blobs.reads == [(data.object_key, 64)]
+    assert await _ids(pool, "h-alice", "pelicans") == {data.document_id}
+
+
+async def test_missing_object_indexes_by_filename_only(pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+    """A stored document whose object is gone is still indexed by its filename."""
+    data = _stored("h-bob", filename="tax-return.pdf")
+    await _handle(pool, blobs, data, "document.stored")
+    assert await _ids(pool, "h-bob", "tax") == {data.document_id}
+
+
+async def test_stale_stored_skips_the_download(pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+    """A stored event at or below the indexed version neither reads S3 nor changes the entry."""
+    data = _stored("h-carol", version=3)
+    blobs.objects[data.object_key] = b"original"
+    await _handle(pool, blobs, data, "document.stored")
+    blobs.reads.clear()
+    await _handle(pool, blobs, _stored("h-carol", version=2, document_id=data.document_id), "document.stored")
+    assert blobs.reads == []
+    assert await repository.version_of(pool, data.document_id) == 3
+
+
+async def test_deleted_then_failed_remove_from_search(pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+    """document.deleted and document.failed both take a document out of search."""
+    kept, deleted, failed = (_stored("h-dan") for _ in range(3))
+    for data in (kept, deleted, failed):
+        blobs.objects[data.object_key] = b"walrus"
+        await _handle(pool, blobs, data, "document.stored")
+    await _handle(
+        pool,
+        blobs,
+        DocumentDeleted(document_id=deleted.document_id, owner_id="h-dan", version=3),
+        "document.deleted",
+    )
+    await _handle(
+        pool,
+        blobs,
+        DocumentFailed(document_id=failed.document_id, owner_id="h-dan", reason="lost"),
+        "document.failed",
+    )
+    assert await _ids(pool, "h-dan", "walrus") == {kept.document_id}
+
+
+@pytest.fixture(scope="module")
+async def search_url(pool: asyncpg.Pool, index_database_url: str) -> AsyncIterator[str]:
+    """Base URL of a running search API on the module's database."""
+    settings = _settings(index_database_url)
+    async with serve(build_app(settings)) as url:
+        yield url
+
+
+def _auth(owner: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(SECRET, owner)}"}
+
+
+async def test_search_api_pages_and_validates(pool: asyncpg.Pool, blobs: FakeBlobs, search_url: str) -> None:
+    """GET /v1/search is authenticated, owner-scoped, paged, and rejects bad input."""
+    for _ in range(3):
+        data = _stored("h-erin")
+        blobs.objects[data.object_key] = b"otter otter"
+        await _handle(pool, blobs, data, "document.stored")
+    async with httpx.AsyncClient(base_url=search_url) as client:
+        assert (await client.get("/v1/search", params={"q": "otter"})).status_code == 401
+        missing = await client.get("/v1/search", headers=_auth("h-erin"))
+        assert (missing.status_code, missing.json()["error"]) == (422, "missing_query")
+        blank = await client.get("/v1/search", params={"q": "  "}, headers=_auth("h-erin"))
+        assert blank.status_code == 422
+        bad = await client.get("/v1/search", params={"q": "otter", "cursor": "!!"}, headers=_auth("h-erin"))
+        assert (bad.status_code, bad.json()["error"]) == (400, "invalid_cursor")
+        assert (
+            await client.get("/v1/search", params={"q": "otter", "limit": 101}, headers=_auth("h-erin"))
+        ).status_code == 422
+        first = (await client.get("/v1/search", params={"q": "otter", "limit": 2}, headers=_auth("h-erin"))).json()
+        assert len(first["hits"]) == 2
+        assert first["next_cursor"]
+        assert set(first["hits"][0]) == {"document_id", "filename", "snippet", "score"}
+        assert "<b>otter</b>" in first["hits"][0]["snippet"]
+        second = (
+            await client.get(
+                "/v1/search",
+                params={"q": "otter", "limit": 2, "cursor": first["next_cursor"]},
+                headers=_auth("h-erin"),
+            )
+        ).json()
+        assert len(second["hits"]) == 1
+        assert second["next_cursor"] is None
+        other = (await client.get("/v1/search", params={"q": "otter"}, headers=_auth("h-frank"))).json()
+        assert other == {"hits": [], "next_cursor": None}
+
+
+async def test_s3_blob_reader_reads_prefix_missing_and_empty(s3_endpoint: str, index_database_url: str) -> None:
+    """The S3 adapter returns a capped prefix, b"" for an empty object, BlobNotFound when absent."""
+    settings = _settings(
+        index_database_url,
+        s3_bucket=f"idx-{secrets.token_hex(4)}",
+        s3_endpoint=s3_endpoint,
+        AWS_ACCESS_KEY_ID="depot-test",
+        AWS_SECRET_ACCESS_KEY="depot-test-secret",
+    )
+    async with s3_client(settings) as s3:
+        await ensure_bucket(s3, settings.s3_bucket)
+        await s3.put_object(Bucket=settings.s3_bucket, Key="documents/a", Body=b"0123456789")
+        await s3.put_object(Bucket=settings.s3_bucket, Key="documents/empty", Body=b"")
+        reader = S3BlobReader(s3, bucket=settings.s3_bucket)
+        assert await reader.read("documents/a", 4) == b"0123"
+        assert await reader.read("documents/a", 100) == b"0123456789"
+        assert await reader.read("documents/empty", 4) == b""
+        with pytest.raises(BlobNotFound):
+            await reader.read("documents/missing", 4)

@@ -32,6 +32,7 @@ async def s3_client(settings: DepotSettings) -> AsyncIterator[Any]:
             retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=64,
             s3={"addressing_style": "path"},
+            signature_version="s3v4",
         ),
     ) as client:
         yield client

@@ -70,15 +70,22 @@ class RequestContextMiddleware:
 
         token = current_traceparent.set(traceparent)
         started = time.perf_counter()
-        try:
-            with structlog.contextvars.bound_contextvars(request_id=request_id, trace_id=traceparent.split("-")[1]):
+        with structlog.contextvars.bound_contextvars(request_id=request_id, trace_id=traceparent.split("-")[1]):
+            try:
                 await self.app(scope, receive, send_with_id)
-        finally:
-            current_traceparent.reset(token)
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            REQUESTS.labels(scope["method"], path, str(status)).inc()
-            LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+            finally:
+                current_traceparent.reset(token)
+                elapsed = time.perf_counter() - started
+                route = getattr(scope.get("route"), "path", "unmatched")
+                REQUESTS.labels(scope["method"], route, str(status)).inc()
+                LATENCY.labels(scope["method"], route).observe(elapsed)
+                log.info(
+                    "http.request",
+                    method=scope["method"],
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
 
 
 def error_response(error: DepotError, request: Request) -> JSONResponse:

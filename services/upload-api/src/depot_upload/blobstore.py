@@ -11,6 +11,7 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 from botocore.exceptions import ClientError
@@ -101,3 +102,39 @@ class S3BlobStore:
         except ClientError as error:
             if not is_not_found(error):
                 raise Unavailable(f"S3 delete failed: {error_code(error)}") from error
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        try:
+            response = await self._s3.get_object(Bucket=self._bucket, Key=key)
+        except ClientError as error:
+            raise Unavailable(
+                f"document content cannot be read: {error_code(error)}", code="content_unavailable"
+            ) from error
+        return _stream_body(response["Body"])
+
+    async def presign_get(self, key: str, *, filename: str, content_type: str, expires_in: int) -> str:
+        url: str = await self._s3.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self._bucket,
+                "Key": key,
+                "ResponseContentType": content_type,
+                "ResponseContentDisposition": content_disposition(filename),
+            },
+            ExpiresIn=expires_in,
+        )
+        return url
+
+
+async def _stream_body(body: Any, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await body.read(chunk_size):
+            yield chunk
+    finally:
+        body.close()
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback name and the exact UTF-8 name (RFC 6266/5987)."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -20,9 +20,14 @@ from depot_common.outbox import OutboxRelay
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_common.web import create_app
 from depot_upload.api.routes import router
+from depot_upload.api.uploads import router as uploads_router
 from depot_upload.blobstore import S3BlobStore
+from depot_upload.faults import CrashPoints
+from depot_upload.presign_store import S3PresignStore
+from depot_upload.presigned import PresignedUploads
 from depot_upload.repository import SCHEMA, PostgresDocuments
 from depot_upload.service import UploadService
+from depot_upload.sessions_repository import PostgresUploadSessions
 from depot_upload.settings import UploadSettings
 
 log = structlog.get_logger(__name__)
@@ -47,6 +52,17 @@ def build_app(settings: UploadSettings) -> FastAPI:
                     documents=PostgresDocuments(pool),
                     blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
                     max_upload_bytes=settings.max_upload_bytes,
+                    download_url_ttl=settings.download_url_ttl,
+                    crash_points=CrashPoints(settings.crash_at),
+                )
+                app.state.batch_max_files = settings.batch_max_files
+                app.state.presigned = PresignedUploads(
+                    sessions=PostgresUploadSessions(pool),
+                    store=S3PresignStore(s3, bucket=settings.s3_bucket),
+                    documents=PostgresDocuments(pool),
+                    max_upload_bytes=settings.max_upload_bytes,
+                    part_size=settings.part_size,
+                    ttl_seconds=settings.upload_ttl,
                 )
                 log.info("upload_api.started")
                 yield {}
@@ -61,6 +77,7 @@ def build_app(settings: UploadSettings) -> FastAPI:
         allowed_origins=settings.allowed_origins,
     )
     app.include_router(router)
+    app.include_router(uploads_router)
     return app
 
 

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from depot_common.errors import InvalidFilename
+from depot_common.errors import BadRequest, InvalidFilename
 
 MAX_FILENAME_BYTES = 255
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -48,6 +48,46 @@ class StoredBlob:
 
     size_bytes: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Position after the last document of a newest-first page."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Document]
+    next_cursor: PageCursor | None
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """A stored document, and whether it is the replay of an earlier response."""
+
+    document: Document
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class OwnerStatus:
+    outbox_backlog: int
+    oldest_unpublished_age_s: float
+    pending_uploads: int
+
+
+MAX_IDEMPOTENCY_KEY = 255
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def validate_idempotency_key(key: str) -> str:
+    """A printable-ASCII key of 1 to 255 characters, or :class:`BadRequest`."""
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters", code="invalid_idempotency_key")
+    return key
 
 
 def object_key(document_id: uuid.UUID) -> str:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from depot_upload.domain import Document, StoredBlob
+from depot_upload.domain import Document, OwnerStatus, PageCursor, StoredBlob
 
 
 class BlobStore(Protocol):
@@ -20,16 +20,24 @@ class BlobStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        """The object's bytes as a stream; ``Unavailable`` when it cannot be read."""
+
+    async def presign_get(self, key: str, *, filename: str, content_type: str, expires_in: int) -> str: ...
+
 
 class DocumentRepository(Protocol):
     async def insert_pending(
         self, *, document_id: uuid.UUID, owner_id: str, filename: str, content_type: str, object_key: str
     ) -> Document: ...
 
-    async def mark_stored(self, document_id: uuid.UUID, blob: StoredBlob) -> Document:
+    async def mark_stored(
+        self, document_id: uuid.UUID, blob: StoredBlob, *, idempotency_key: str | None = None
+    ) -> Document:
         """``pending`` → ``stored`` and a ``document.stored`` outbox event, atomically.
 
-        Raises ``Duplicate`` when the owner already has this content stored.
+        Raises ``Duplicate`` when the owner already has this content stored, and
+        ``IdempotencyKeyTaken`` when ``idempotency_key`` was recorded meanwhile.
         """
 
     async def discard_pending(self, document_id: uuid.UUID) -> None:
@@ -38,3 +46,18 @@ class DocumentRepository(Protocol):
     async def get(self, owner_id: str, document_id: uuid.UUID) -> Document | None: ...
 
     async def find_stored_by_sha256(self, owner_id: str, sha256: str) -> Document | None: ...
+
+    async def list_page(self, owner_id: str, *, limit: int, after: PageCursor | None) -> list[Document]:
+        """Up to ``limit`` live documents, newest first, strictly after ``after``."""
+
+    async def mark_deleted(self, owner_id: str, document_id: uuid.UUID) -> Document | None:
+        """→ ``deleted`` plus a ``document.deleted`` outbox event, atomically; ``None`` if absent."""
+
+    async def owner_status(self, owner_id: str) -> OwnerStatus: ...
+
+    async def find_idempotent(self, owner_id: str, key: str) -> tuple[str, Document] | None:
+        """The ``(sha256, document as first returned)`` recorded for this key, if any."""
+
+
+class IdempotencyKeyTaken(Exception):
+    """Another request recorded the same Idempotency-Key first."""

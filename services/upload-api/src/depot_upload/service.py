@@ -9,29 +9,84 @@ deleted after the transaction that stops referencing them has committed.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 
 import structlog
 
-from depot_common.errors import Duplicate, NotFound
-from depot_upload.domain import Document, normalize_content_type, object_key, validate_filename
-from depot_upload.ports import BlobStore, DocumentRepository
+from depot_common.errors import Duplicate, NotFound, PayloadTooLarge, Unprocessable
+from depot_upload import metrics
+from depot_upload.domain import (
+    Document,
+    OwnerStatus,
+    Page,
+    PageCursor,
+    Status,
+    UploadResult,
+    normalize_content_type,
+    object_key,
+    validate_filename,
+    validate_idempotency_key,
+)
+from depot_upload.faults import CrashPoints
+from depot_upload.ports import BlobStore, DocumentRepository, IdempotencyKeyTaken
 
 log = structlog.get_logger(__name__)
 
+MAX_PAGE = 100
+
 
 class UploadService:
-    def __init__(self, *, documents: DocumentRepository, blobs: BlobStore, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        documents: DocumentRepository,
+        blobs: BlobStore,
+        max_upload_bytes: int,
+        download_url_ttl: int = 300,
+        crash_points: CrashPoints | None = None,
+    ) -> None:
         self._documents = documents
         self._blobs = blobs
         self._max_upload_bytes = max_upload_bytes
+        self._download_url_ttl = download_url_ttl
+        self._crash = crash_points or CrashPoints()
 
     async def upload(
-        self, *, owner_id: str, filename: str | None, content_type: str | None, chunks: AsyncIterator[bytes]
-    ) -> Document:
-        """Store one file for ``owner_id``; return the ``stored`` document."""
+        self,
+        *,
+        owner_id: str,
+        filename: str | None,
+        content_type: str | None,
+        chunks: AsyncIterator[bytes],
+        idempotency_key: str | None = None,
+    ) -> UploadResult:
+        """Store one file for ``owner_id``, or replay the response of an earlier request with the same key."""
+        try:
+            result = await self._upload(owner_id, filename, content_type, chunks, idempotency_key)
+        except Exception as error:
+            metrics.UPLOADS.labels(getattr(error, "code", "error")).inc()
+            raise
+        metrics.UPLOADS.labels("replayed" if result.replayed else "stored").inc()
+        if not result.replayed:
+            metrics.BYTES_STORED.inc(result.document.size_bytes or 0)
+        return result
+
+    async def _upload(
+        self,
+        owner_id: str,
+        filename: str | None,
+        content_type: str | None,
+        chunks: AsyncIterator[bytes],
+        idempotency_key: str | None,
+    ) -> UploadResult:
         name = validate_filename(filename)
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
+            recorded = await self._documents.find_idempotent(owner_id, idempotency_key)
+            if recorded is not None:
+                return await self._replay(recorded, chunks)
         document_id = uuid.uuid4()
         key = object_key(document_id)
         media_type = normalize_content_type(content_type, name)
@@ -39,23 +94,51 @@ class UploadService:
             document_id=document_id, owner_id=owner_id, filename=name, content_type=media_type, object_key=key
         )
         structlog.contextvars.bind_contextvars(document_id=str(document_id))
+        self._crash.reached("after_pending")
         try:
             blob = await self._blobs.put_stream(key, chunks, max_bytes=self._max_upload_bytes, content_type=media_type)
         except Exception:  # refused, too large, client gone, S3 down: never acknowledged
             await self._documents.discard_pending(document_id)
             raise
-        existing = await self._documents.find_stored_by_sha256(owner_id, blob.sha256)
+        self._crash.reached("after_object")
         try:
+            existing = await self._documents.find_stored_by_sha256(owner_id, blob.sha256)
             if existing is not None:
                 raise Duplicate("you already have a document with this content", existing_id=str(existing.id))
-            document = await self._documents.mark_stored(document_id, blob)
-        except Duplicate:
+            self._crash.reached("before_stored")
+            document = await self._documents.mark_stored(document_id, blob, idempotency_key=idempotency_key)
+        except (Duplicate, IdempotencyKeyTaken):
             await self._documents.discard_pending(document_id)
             await self._blobs.delete(key)
+            if idempotency_key is not None:  # a concurrent request with this key may have won the race
+                recorded = await self._documents.find_idempotent(owner_id, idempotency_key)
+                if recorded is not None:
+                    return self._compare(recorded, blob.sha256)
             log.info("upload.duplicate", sha256=blob.sha256)
             raise
+        self._crash.reached("after_stored")
         log.info("upload.stored", size_bytes=blob.size_bytes, sha256=blob.sha256)
-        return document
+        return UploadResult(document)
+
+    async def _replay(self, recorded: tuple[str, Document], chunks: AsyncIterator[bytes]) -> UploadResult:
+        """Hash the retried body (storing nothing) and replay the first response if it matches."""
+        digest, size = hashlib.sha256(), 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > self._max_upload_bytes:
+                raise PayloadTooLarge(f"file exceeds the {self._max_upload_bytes}-byte limit")
+            digest.update(chunk)
+        return self._compare(recorded, digest.hexdigest())
+
+    @staticmethod
+    def _compare(recorded: tuple[str, Document], sha256: str) -> UploadResult:
+        recorded_sha256, document = recorded
+        if recorded_sha256 != sha256:
+            raise Unprocessable(
+                "this Idempotency-Key was already used for different content", code="idempotency_key_reused"
+            )
+        log.info("upload.replayed", document_id=str(document.id))
+        return UploadResult(document, replayed=True)
 
     async def get(self, *, owner_id: str, document_id: uuid.UUID) -> Document:
         """The caller's document; another owner's is reported as not found."""
@@ -63,3 +146,44 @@ class UploadService:
         if document is None:
             raise NotFound("document not found")
         return document
+
+    async def list_documents(self, *, owner_id: str, limit: int, after: PageCursor | None) -> Page:
+        """The caller's documents, newest first, one keyset page at a time."""
+        items = await self._documents.list_page(owner_id, limit=limit + 1, after=after)
+        more = len(items) > limit
+        items = items[:limit]
+        cursor = PageCursor(items[-1].created_at, items[-1].id) if more else None
+        return Page(items=items, next_cursor=cursor)
+
+    async def open_content(self, *, owner_id: str, document_id: uuid.UUID) -> tuple[Document, AsyncIterator[bytes]]:
+        """A stored document and a stream of its bytes."""
+        document = await self._stored(owner_id, document_id)
+        return document, await self._blobs.open(document.object_key)
+
+    async def download_url(self, *, owner_id: str, document_id: uuid.UUID) -> str:
+        """A short-lived presigned GET URL of a stored document's bytes."""
+        document = await self._stored(owner_id, document_id)
+        return await self._blobs.presign_get(
+            document.object_key,
+            filename=document.filename,
+            content_type=document.content_type,
+            expires_in=self._download_url_ttl,
+        )
+
+    async def _stored(self, owner_id: str, document_id: uuid.UUID) -> Document:
+        document = await self.get(owner_id=owner_id, document_id=document_id)
+        if document.status != Status.STORED:
+            raise NotFound(f"document is {document.status}, it has no content", code="no_content")
+        return document
+
+    async def delete(self, *, owner_id: str, document_id: uuid.UUID) -> None:
+        """Delete a document: ``deleted`` + ``document.deleted`` commit first, then the bytes go."""
+        document = await self._documents.mark_deleted(owner_id, document_id)
+        if document is None:
+            raise NotFound("document not found")
+        metrics.DELETES.inc()
+        log.info("document.deleted", document_id=str(document_id), version=document.version)
+        await self._blobs.delete(document.object_key)  # a failure leaves an orphan the reconciler removes
+
+    async def status(self, *, owner_id: str) -> OwnerStatus:
+        return await self._documents.owner_status(owner_id)

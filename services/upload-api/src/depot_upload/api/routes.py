@@ -1,36 +1,49 @@
-"""Routes of ``/v1/documents``: translate HTTP into service calls, nothing more."""
+"""Routes of ``/v1/documents`` and ``/v1/status``: translate HTTP into service calls, nothing more."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+import structlog
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 
-from depot_common.errors import Duplicate, NotFound, Unprocessable
+from depot_common.errors import BadRequest, DepotError, Duplicate, NotFound, Unprocessable
 from depot_common.web import CurrentPrincipal
 from depot_upload.api.multipart import MultipartReader, boundary_of
-from depot_upload.api.schemas import DocumentOut, ErrorOut
-from depot_upload.service import UploadService
+from depot_upload.api.schemas import BatchItemOut, BatchOut, DocumentOut, DocumentPageOut, ErrorOut, StatusOut
+from depot_upload.blobstore import content_disposition
+from depot_upload.domain import PageCursor, UploadResult
+from depot_upload.service import MAX_PAGE, UploadService
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422)}
-_MULTIPART_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorOut} for code in (401, *codes)}
+
+
+def _multipart_body(field: str, *, many: bool) -> dict[str, Any]:
+    binary: dict[str, Any] = {"type": "string", "format": "binary"}
+    schema = {"type": "array", "items": binary} if many else binary
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": [field], "properties": {field: schema}}
                 }
-            }
-        },
+            },
+        }
     }
-}
 
 
 def get_service(request: Request) -> UploadService:
@@ -39,6 +52,14 @@ def get_service(request: Request) -> UploadService:
 
 
 ServiceDep = Annotated[UploadService, Depends(get_service)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retrying with the same key and content replays the first response.",
+        max_length=255,
+    ),
+]
 
 
 def _document_id(raw: str) -> uuid.UUID:
@@ -48,45 +69,196 @@ def _document_id(raw: str) -> uuid.UUID:
         raise NotFound("document not found") from None
 
 
+def _location(document_id: uuid.UUID | str) -> str:
+    return f"/v1/documents/{document_id}"
+
+
+def _created(result: UploadResult) -> JSONResponse:
+    headers = {"Location": _location(result.document.id)}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(DocumentOut.of(result.document).model_dump(mode="json"), status_code=201, headers=headers)
+
+
+def encode_cursor(cursor: PageCursor) -> str:
+    raw = json.dumps({"t": cursor.created_at.isoformat(), "i": str(cursor.id)}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> PageCursor:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        return PageCursor(created_at=datetime.fromisoformat(raw["t"]), id=uuid.UUID(raw["i"]))
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
+
+
 @router.post(
     "/documents",
     status_code=201,
     response_model=DocumentOut,
-    responses=_ERRORS,
-    openapi_extra=_MULTIPART_BODY,
+    responses=_errors(400, 409, 413, 422),
+    openapi_extra=_multipart_body("file", many=False),
     summary="Upload one file (multipart field `file`), streamed to storage.",
 )
-async def upload_document(request: Request, principal: CurrentPrincipal, service: ServiceDep) -> JSONResponse:
+async def upload_document(
+    request: Request, principal: CurrentPrincipal, service: ServiceDep, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     reader = MultipartReader(request.stream(), boundary_of(request.headers.get("content-type")))
     while (part := await reader.next_part()) is not None:
         if part.name != "file" or part.filename is None:
             continue
         try:
-            document = await service.upload(
+            result = await service.upload(
                 owner_id=principal.owner_id,
                 filename=part.filename,
                 content_type=part.content_type,
                 chunks=reader.chunks(),
+                idempotency_key=idempotency_key,
             )
         except Duplicate as error:
-            error.headers["Location"] = f"/v1/documents/{error.extra['existing_id']}"
+            error.headers["Location"] = _location(error.extra["existing_id"])
             raise
         while await reader.next_part() is not None:
             pass
-        return JSONResponse(
-            DocumentOut.of(document).model_dump(mode="json"),
-            status_code=201,
-            headers={"Location": f"/v1/documents/{document.id}"},
-        )
+        return _created(result)
     raise Unprocessable("the multipart body has no 'file' part", code="missing_file")
+
+
+@router.post(
+    "/documents:batch",
+    status_code=207,
+    response_model=BatchOut,
+    responses=_errors(422),
+    openapi_extra=_multipart_body("files", many=True),
+    summary="Upload many files (multipart fields `files`); each succeeds or fails on its own.",
+)
+async def upload_batch(request: Request, principal: CurrentPrincipal, service: ServiceDep) -> JSONResponse:
+    reader = MultipartReader(request.stream(), boundary_of(request.headers.get("content-type")))
+    limit: int = request.app.state.batch_max_files
+    results: list[BatchItemOut] = []
+    while True:
+        try:
+            part = await reader.next_part()
+        except BadRequest as error:  # the rest of the body is unreadable; keep what was stored
+            results.append(BatchItemOut(filename=None, status=error.status, error=error.to_dict()))
+            break
+        if part is None:
+            break
+        if part.name not in ("files", "file") or part.filename is None:
+            continue
+        results.append(await _batch_item(service, principal.owner_id, reader, part.filename, part.content_type, limit))
+        limit -= 1
+    if not results:
+        raise Unprocessable("the multipart body has no 'files' part", code="missing_file")
+    return JSONResponse(BatchOut(results=results).model_dump(mode="json", exclude_none=True), status_code=207)
+
+
+async def _batch_item(
+    service: UploadService, owner_id: str, reader: MultipartReader, filename: str, content_type: str | None, left: int
+) -> BatchItemOut:
+    try:
+        if left <= 0:
+            raise BadRequest("this batch has more files than the per-request limit", code="batch_limit_exceeded")
+        result = await service.upload(
+            owner_id=owner_id, filename=filename, content_type=content_type, chunks=reader.chunks()
+        )
+    except ClientDisconnect:
+        raise
+    except DepotError as error:
+        return BatchItemOut(filename=filename, status=error.status, error=error.to_dict())
+    except Exception:  # one file's failure never affects the others
+        log.exception("upload.batch_item_failed", filename=filename)
+        return BatchItemOut(
+            filename=filename, status=500, error={"error": "internal_error", "message": "internal error"}
+        )
+    return BatchItemOut(filename=filename, status=201, document=DocumentOut.of(result.document))
+
+
+@router.get(
+    "/documents",
+    response_model=DocumentPageOut,
+    responses=_errors(400),
+    summary="The caller's documents, newest first (keyset pagination).",
+)
+async def list_documents(
+    principal: CurrentPrincipal,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
+) -> DocumentPageOut:
+    page = await service.list_documents(
+        owner_id=principal.owner_id, limit=limit, after=decode_cursor(cursor) if cursor else None
+    )
+    return DocumentPageOut(
+        items=[DocumentOut.of(document) for document in page.items],
+        next_cursor=encode_cursor(page.next_cursor) if page.next_cursor else None,
+    )
 
 
 @router.get(
     "/documents/{document_id}",
     response_model=DocumentOut,
-    responses=_ERRORS,
+    responses=_errors(404),
     summary="One of the caller's documents.",
 )
 async def get_document(document_id: str, principal: CurrentPrincipal, service: ServiceDep) -> DocumentOut:
     document = await service.get(owner_id=principal.owner_id, document_id=_document_id(document_id))
     return DocumentOut.of(document)
+
+
+@router.get(
+    "/documents/{document_id}/content",
+    response_class=StreamingResponse,
+    responses={**_errors(404, 503), 200: {"content": {"application/octet-stream": {}}}, 307: {}},
+    summary="The document's bytes (streamed), or with `redirect=true` a 307 to a short-lived presigned URL.",
+)
+async def get_content(
+    document_id: str,
+    principal: CurrentPrincipal,
+    service: ServiceDep,
+    redirect: Annotated[bool, Query(description="307 to a presigned S3 URL instead of streaming")] = False,
+) -> Response:
+    if redirect:
+        url = await service.download_url(owner_id=principal.owner_id, document_id=_document_id(document_id))
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    document, stream = await service.open_content(owner_id=principal.owner_id, document_id=_document_id(document_id))
+    return StreamingResponse(
+        stream,
+        media_type=document.content_type,
+        headers={
+            "Content-Disposition": content_disposition(document.filename),
+            "Content-Length": str(document.size_bytes),
+            "ETag": f'"{document.sha256}"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@router.delete(
+    "/documents/{document_id}",
+    status_code=204,
+    responses=_errors(404),
+    summary="Delete a document: it stops being readable and searchable.",
+)
+async def delete_document(document_id: str, principal: CurrentPrincipal, service: ServiceDep) -> Response:
+    await service.delete(owner_id=principal.owner_id, document_id=_document_id(document_id))
+    return Response(status_code=204)
+
+
+@router.get(
+    "/status",
+    response_model=StatusOut,
+    responses=_errors(),
+    tags=["ops"],
+    summary="Outbox backlog and the caller's pending uploads.",
+)
+async def status(principal: CurrentPrincipal, service: ServiceDep) -> StatusOut:
+    current = await service.status(owner_id=principal.owner_id)
+    return StatusOut(
+        outbox_backlog=current.outbox_backlog,
+        oldest_unpublished_age_s=current.oldest_unpublished_age_s,
+        pending_uploads=current.pending_uploads,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -39,3 +40,27 @@ class DocumentOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str
     message: str
+
+
+class DocumentPageOut(BaseModel):
+    items: list[DocumentOut]
+    next_cursor: str | None
+
+
+class BatchItemOut(BaseModel):
+    """One file of a batch: ``document`` when ``status`` is 201, else ``error``."""
+
+    filename: str | None
+    status: int
+    document: DocumentOut | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchItemOut]
+
+
+class StatusOut(BaseModel):
+    outbox_backlog: int
+    oldest_unpublished_age_s: float
+    pending_uploads: int

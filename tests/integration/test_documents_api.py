@@ -1,0 +1,372 @@
+"""The rest of SPEC §4 on real servers: idempotency, batch, listing, content, delete, status, CORS."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from depot_upload.settings import UploadSettings
+from tests.integration.test_upload_api import object_keys, unique_text, upload
+from tests.multipart import multipart
+
+Auth = Callable[..., dict[str, str]]
+
+
+def owner() -> str:
+    return f"owner-{secrets.token_hex(4)}"
+
+
+# --- Idempotency-Key ----------------------------------------------------------------
+
+
+async def test_a_retry_with_the_same_key_and_content_replays_the_first_response(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, s3: Any, upload_settings: UploadSettings
+) -> None:
+    """Same Idempotency-Key and same bytes: 201 with the same document, nothing stored twice."""
+    headers = {**auth("alice"), "Idempotency-Key": f"key-{secrets.token_hex(8)}"}
+    data = unique_text("idempotent")
+    first = await upload(http, upload_api, headers, data)
+    keys = await object_keys(s3, upload_settings.s3_bucket)
+    second = await upload(http, upload_api, headers, data)
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()
+    assert second.headers["Location"] == first.headers["Location"]
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert await object_keys(s3, upload_settings.s3_bucket) == keys
+
+
+async def test_the_same_key_with_different_content_is_422(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
+    """Same Idempotency-Key, different bytes: 422 idempotency_key_reused."""
+    headers = {**auth("alice"), "Idempotency-Key": f"key-{secrets.token_hex(8)}"}
+    assert (await upload(http, upload_api, headers, unique_text())).status_code == 201
+    response = await upload(http, upload_api, headers, unique_text())
+    assert response.status_code == 422
+    assert response.json()["error"] == "idempotency_key_reused"
+
+
+async def test_keys_are_scoped_to_their_owner(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
+    """Bob's use of a key Alice used is a fresh request, not a replay of Alice's document."""
+    key = f"key-{secrets.token_hex(8)}"
+    data = unique_text()
+    alice = await upload(http, upload_api, {**auth("alice"), "Idempotency-Key": key}, data)
+    bob = await upload(http, upload_api, {**auth("bob"), "Idempotency-Key": key}, data)
+    assert bob.status_code == 201
+    assert bob.json()["id"] != alice.json()["id"]
+    assert bob.json()["owner_id"] == "bob"
+
+
+async def test_concurrent_retries_with_one_key_store_once(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
+) -> None:
+    """Two simultaneous requests with the same key and content: both get 201 with one document."""
+    headers = {**auth("erin"), "Idempotency-Key": f"key-{secrets.token_hex(8)}"}
+    data = unique_text()
+    responses = await asyncio.gather(*(upload(http, upload_api, headers, data) for _ in range(2)))
+    assert [r.status_code for r in responses] == [201, 201]
+    assert responses[0].json()["id"] == responses[1].json()["id"]
+    sha = hashlib.sha256(data).hexdigest()
+    assert await pg_pool.fetchval("SELECT count(*) FROM upload.documents WHERE sha256 = $1", sha) == 1
+
+
+async def test_a_malformed_idempotency_key_is_400(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
+    """A key with spaces or control characters is refused with 400 invalid_idempotency_key."""
+    response = await upload(http, upload_api, {**auth("alice"), "Idempotency-Key": "has space"}, unique_text())
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_idempotency_key"
+
+
+# --- batch ---------------------------------------------------------------------------
+
+
+async def test_batch_handles_each_file_alone(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, upload_settings: UploadSettings
+) -> None:
+    """A batch with good, badly named, duplicate and oversized files: 207 with one result each, the good ones stored."""
+    good, again = unique_text("batch-1"), unique_text("batch-2")
+    body, headers = multipart(
+        [
+            ("files", "one.txt", good),
+            ("files", "../escape.txt", unique_text()),
+            ("files", "dup.txt", good),
+            ("files", "big.bin", b"x" * (upload_settings.max_upload_bytes + 1)),
+            ("files", "two.txt", again),
+        ]
+    )
+    response = await http.post(f"{upload_api}/v1/documents:batch", content=body, headers={**headers, **auth("alice")})
+    assert response.status_code == 207
+    results = response.json()["results"]
+    assert [(r["filename"], r["status"]) for r in results] == [
+        ("one.txt", 201),
+        ("../escape.txt", 400),
+        ("dup.txt", 409),
+        ("big.bin", 413),
+        ("two.txt", 201),
+    ]
+    assert results[1]["error"]["error"] == "invalid_filename"
+    assert results[2]["error"]["existing_id"] == results[0]["document"]["id"]
+    assert results[3]["error"]["error"] == "payload_too_large"
+    for index in (0, 4):
+        document = results[index]["document"]
+        fetched = await http.get(f"{upload_api}/v1/documents/{document['id']}", headers=auth("alice"))
+        assert fetched.json()["status"] == "stored"
+
+
+async def test_batch_without_files_is_422(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
+    """A batch body with no file parts is 422 missing_file."""
+    body, headers = multipart([("note", None, b"nothing")])
+    response = await http.post(f"{upload_api}/v1/documents:batch", content=body, headers={**headers, **auth("alice")})
+    assert response.status_code == 422
+    assert response.json()["error"] == "missing_file"
+
+
+# --- listing -----------------------------------------------------------------------
+
+
+async def test_listing_pages_newest_first_with_a_cursor(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
+    """Keyset pages return every live document of the caller exactly once, newest first, and only theirs."""
+    me = owner()
+    created = [(await upload(http, upload_api, auth(me), unique_text())).json()["id"] for _ in range(5)]
+    await upload(http, upload_api, auth(owner()), unique_text())
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await http.get(f"{upload_api}/v1/documents", params=params, headers=auth(me))).json()
+        assert len(page["items"]) <= 2
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(created))
+
+
+@pytest.mark.parametrize("params", [{"cursor": "garbage"}, {"cursor": "eyJ0IjogMX0"}])
+async def test_a_bad_cursor_is_400(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, params: dict[str, str]
+) -> None:
+    """A cursor this API did not issue is 400 invalid_cursor."""
+    response = await http.get(f"{upload_api}/v1/documents", params=params, headers=auth("alice"))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "ten"])
+async def test_an_out_of_range_limit_is_422(http: httpx.AsyncClient, upload_api: str, auth: Auth, limit: str) -> None:
+    """limit outside 1..100 is a 422 validation error."""
+    response = await http.get(f"{upload_api}/v1/documents", params={"limit": limit}, headers=auth("alice"))
+    assert response.status_code == 422
+    assert response.json()["error"] == "validation_error"
+
+
+# --- content -----------------------------------------------------------------------
+
+
+async def test_content_streams_the_exact_bytes_with_headers(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth
+) -> None:
+    """GET …/content returns the bytes with Content-Type, an attachment Content-Disposition and the SHA-256 ETag."""
+    data = unique_text("content")
+    created = (await upload(http, upload_api, auth("alice"), data, "résumé notes.txt")).json()
+    response = await http.get(f"{upload_api}/v1/documents/{created['id']}/content", headers=auth("alice"))
+    assert response.status_code == 200
+    assert response.content == data
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.headers["Content-Disposition"] == (
+        "attachment; filename=\"r_sum_ notes.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20notes.txt"
+    )
+    assert response.headers["ETag"] == f'"{created["sha256"]}"'
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_content_redirect_is_a_working_short_lived_presigned_url(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth
+) -> None:
+    """?redirect=true answers 307 to a presigned GET that serves the bytes."""
+    data = unique_text("redirect")
+    created = (await upload(http, upload_api, auth("alice"), data)).json()
+    response = await http.get(
+        f"{upload_api}/v1/documents/{created['id']}/content", params={"redirect": "true"}, headers=auth("alice")
+    )
+    assert response.status_code == 307
+    location = response.headers["Location"]
+    assert "X-Amz-Expires=300" in location
+    fetched = await http.get(location)
+    assert fetched.status_code == 200
+    assert fetched.content == data
+
+
+async def test_content_of_another_owners_document_is_404(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
+    """Bob can neither stream nor get a URL for Alice's bytes."""
+    created = (await upload(http, upload_api, auth("alice"), unique_text())).json()
+    for params in ({}, {"redirect": "true"}):
+        response = await http.get(
+            f"{upload_api}/v1/documents/{created['id']}/content", params=params, headers=auth("bob")
+        )
+        assert response.status_code == 404
+
+
+async def test_content_whose_bytes_are_lost_is_503(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, s3: Any, upload_settings: UploadSettings
+) -> None:
+    """A stored document whose object vanished answers 503 content_unavailable, not a 500."""
+    created = (await upload(http, upload_api, auth("alice"), unique_text())).json()
+    await s3.delete_object(Bucket=upload_settings.s3_bucket, Key=f"documents/{created['id']}")
+    response = await http.get(f"{upload_api}/v1/documents/{created['id']}/content", headers=auth("alice"))
+    assert response.status_code == 503
+    assert response.json()["error"] == "content_unavailable"
+
+
+# --- delete ------------------------------------------------------------------------
+
+
+async def test_delete_makes_the_document_unreadable_and_emits_an_event(
+    http: httpx.AsyncClient,
+    upload_api: str,
+    auth: Auth,
+    s3: Any,
+    upload_settings: UploadSettings,
+    pg_pool: asyncpg.Pool,
+) -> None:
+    """DELETE → 204; then GET, content and a second DELETE are 404, the object is gone and document.deleted
+    is in the outbox."""
+    created = (await upload(http, upload_api, auth("alice"), unique_text())).json()
+    url = f"{upload_api}/v1/documents/{created['id']}"
+    assert (await http.delete(url, headers=auth("bob"))).status_code == 404
+    assert (await http.delete(url, headers=auth("alice"))).status_code == 204
+    assert (await http.get(url, headers=auth("alice"))).status_code == 404
+    assert (await http.get(f"{url}/content", headers=auth("alice"))).status_code == 404
+    assert (await http.delete(url, headers=auth("alice"))).status_code == 404
+    assert f"documents/{created['id']}" not in await object_keys(s3, upload_settings.s3_bucket)
+    event = await pg_pool.fetchval(
+        "SELECT value FROM upload.outbox WHERE key = $1 AND value->>'type' = 'document.deleted'", created["id"]
+    )
+    assert event["data"] == {"document_id": created["id"], "owner_id": "alice", "version": 3}
+
+
+async def test_deleted_content_can_be_uploaded_again(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
+    """After deleting a document its content is no longer a duplicate."""
+    data = unique_text()
+    created = (await upload(http, upload_api, auth("alice"), data)).json()
+    await http.delete(f"{upload_api}/v1/documents/{created['id']}", headers=auth("alice"))
+    assert (await upload(http, upload_api, auth("alice"), data)).status_code == 201
+
+
+# --- status, CORS ------------------------------------------------------------------
+
+
+async def test_status_reports_backlog_and_the_callers_pending_uploads(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
+) -> None:
+    """GET /v1/status counts the outbox backlog and only the caller's pending uploads."""
+    me = owner()
+    await pg_pool.execute(
+        "INSERT INTO upload.documents (id, owner_id, filename, content_type, object_key, status)"
+        " VALUES ($1, $2, 'p.txt', 'text/plain', $3, 'pending')",
+        doc := uuid.uuid4(),
+        me,
+        f"documents/{doc}",
+    )
+    body = (await http.get(f"{upload_api}/v1/status", headers=auth(me))).json()
+    assert body["pending_uploads"] == 1
+    assert body["outbox_backlog"] >= 0
+    assert body["oldest_unpublished_age_s"] >= 0
+    assert (await http.get(f"{upload_api}/v1/status", headers=auth(owner()))).json()["pending_uploads"] == 0
+    assert (await http.get(f"{upload_api}/v1/status")).status_code == 401
+
+
+async def test_cors_allows_only_the_configured_origins(
+    make_settings: Callable[..., Any], http: httpx.AsyncClient
+) -> None:
+    """A preflight from an allowed origin gets CORS headers exposing Location; another origin gets none."""
+    from depot_upload.bootstrap import build_app
+    from tests.conftest import serve
+
+    settings = make_settings(UploadSettings, allowed_origins="https://app.example, https://admin.example")
+    async with serve(build_app(settings)) as url:
+        preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        allowed = await http.options(f"{url}/v1/documents", headers={"Origin": "https://app.example", **preflight})
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        denied = await http.options(f"{url}/v1/documents", headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in denied.headers
+        simple = await http.get(f"{url}/healthz", headers={"Origin": "https://admin.example"})
+        assert "Location" in simple.headers["access-control-expose-headers"]
+
+
+# --- concurrency -------------------------------------------------------------------
+
+
+async def test_simultaneous_identical_uploads_store_exactly_one(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, s3: Any, upload_settings: UploadSettings
+) -> None:
+    """Two concurrent uploads of the same content by one owner: one 201, one 409, one object in S3."""
+    me = owner()
+    data = unique_text("race")
+    before = await object_keys(s3, upload_settings.s3_bucket)
+    for _ in range(3):  # a few rounds make the interleaving likely to overlap
+        data = unique_text("race")
+        responses = await asyncio.gather(*(upload(http, upload_api, auth(me), data) for _ in range(2)))
+        assert sorted(r.status_code for r in responses) == [201, 409]
+        winner = next(r for r in responses if r.status_code == 201).json()["id"]
+        assert next(r for r in responses if r.status_code == 409).json()["existing_id"] == winner
+    after = await object_keys(s3, upload_settings.s3_bucket)
+    assert len(after - before) == 3
+
+
+async def test_owners_do_not_block_each_other(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
+    """While Alice's upload is stalled mid-stream, Bob's upload completes."""
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"first half "
+        await release.wait()
+        yield b"second half"
+
+    async def alice() -> httpx.Response:
+        boundary = "stall" + secrets.token_hex(6)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.txt"\r\n\r\n'.encode()
+            async for chunk in slow_body():
+                yield chunk
+            yield f"{secrets.token_hex(8)}\r\n--{boundary}--\r\n".encode()
+
+        headers = {**auth("alice"), "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return await http.post(f"{upload_api}/v1/documents", content=body(), headers=headers)
+
+    stalled = asyncio.create_task(alice())
+    await asyncio.sleep(0.3)
+    bob = await asyncio.wait_for(upload(http, upload_api, auth("bob"), unique_text()), 5)
+    assert bob.status_code == 201
+    assert not stalled.done()
+    release.set()
+    assert (await stalled).status_code == 201
+
+
+async def test_metrics_count_uploads_by_outcome_and_bytes_stored(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth
+) -> None:
+    """/metrics exposes uploads by outcome, bytes stored and request latencies, and they move with traffic."""
+
+    def sample(text: str, name: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{")]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+    before = (await http.get(f"{upload_api}/metrics")).text
+    data = unique_text("metrics")
+    await upload(http, upload_api, auth("alice"), data)
+    await upload(http, upload_api, auth("alice"), data)
+    after = (await http.get(f"{upload_api}/metrics")).text
+    stored, duplicate = 'depot_uploads_total{outcome="stored"}', 'depot_uploads_total{outcome="duplicate"}'
+    assert sample(after, stored) == sample(before, stored) + 1
+    assert sample(after, duplicate) == sample(before, duplicate) + 1
+    bytes_stored = "depot_upload_bytes_stored_total"
+    assert sample(after, bytes_stored) == sample(before, bytes_stored) + len(data)
+    assert 'depot_http_request_duration_seconds_count{method="POST",route="/v1/documents"}' in after

@@ -23,6 +23,7 @@ import uvicorn
 from pydantic_settings import BaseSettings
 
 from depot_common.auth import mint_token
+from depot_common.lifecycle import background_task
 from depot_devstack import servers
 
 S = TypeVar("S", bound=BaseSettings)
@@ -189,16 +190,7 @@ async def serve(app: Any) -> AsyncIterator[str]:
         await task
 
 
-@contextlib.asynccontextmanager
-async def background(coro: Any) -> AsyncIterator[asyncio.Task[Any]]:
-    """Run a coroutine as a task for the block; cancel it afterwards."""
-    task = asyncio.ensure_future(coro)
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+background = background_task
 
 
 @pytest.fixture(scope="session")

@@ -370,3 +370,20 @@ async def test_metrics_count_uploads_by_outcome_and_bytes_stored(
     bytes_stored = "depot_upload_bytes_stored_total"
     assert sample(after, bytes_stored) == sample(before, bytes_stored) + len(data)
     assert 'depot_http_request_duration_seconds_count{method="POST",route="/v1/documents"}' in after
+
+
+async def test_idempotency_keys_are_forgotten_after_their_retention(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
+) -> None:
+    """A key older than DEPOT_IDEMPOTENCY_RETENTION is purged; reusing it then is a fresh request."""
+    from depot_upload.repository import PostgresDocuments
+
+    key = f"key-{secrets.token_hex(8)}"
+    headers = {**auth("alice"), "Idempotency-Key": key}
+    assert (await upload(http, upload_api, headers, unique_text())).status_code == 201
+    await pg_pool.execute(
+        "UPDATE upload.idempotency_keys SET created_at = now() - interval '2 days' WHERE key = $1", key
+    )
+    assert await PostgresDocuments(pg_pool).purge_idempotency_keys(86400) >= 1
+    assert await pg_pool.fetchval("SELECT count(*) FROM upload.idempotency_keys WHERE key = $1", key) == 0
+    assert (await upload(http, upload_api, headers, unique_text())).status_code == 201

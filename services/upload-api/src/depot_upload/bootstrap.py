@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 from importlib.resources import files
 from typing import Any
 
@@ -15,7 +16,7 @@ from depot_common.auth import TokenVerifier
 from depot_common.db import create_pool, migrate
 from depot_common.events import DOCUMENTS_TOPIC
 from depot_common.health import dependency_checks
-from depot_common.lifecycle import run_until_signalled
+from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.outbox import OutboxRelay
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_common.web import create_app
@@ -48,8 +49,9 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 app.state.pool = pool
                 app.state.s3 = s3
                 app.state.token_verifier = TokenVerifier.from_settings(settings)
+                documents = PostgresDocuments(pool)
                 app.state.service = UploadService(
-                    documents=PostgresDocuments(pool),
+                    documents=documents,
                     blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
                     max_upload_bytes=settings.max_upload_bytes,
                     download_url_ttl=settings.download_url_ttl,
@@ -59,13 +61,15 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 app.state.presigned = PresignedUploads(
                     sessions=PostgresUploadSessions(pool),
                     store=S3PresignStore(s3, bucket=settings.s3_bucket),
-                    documents=PostgresDocuments(pool),
+                    documents=documents,
                     max_upload_bytes=settings.max_upload_bytes,
                     part_size=settings.part_size,
                     ttl_seconds=settings.upload_ttl,
                 )
                 log.info("upload_api.started")
-                yield {}
+                purge = partial(documents.purge_idempotency_keys, settings.idempotency_retention)
+                async with background_task(every(300, purge, name="idempotency.purge")):
+                    yield {}
         finally:
             await pool.close()
 

@@ -180,6 +180,14 @@ class PostgresDocuments:
             )
         return OwnerStatus(outbox_backlog=count, oldest_unpublished_age_s=round(age, 3), pending_uploads=int(pending))
 
+    async def purge_idempotency_keys(self, older_than_s: int) -> int:
+        """Forget Idempotency-Key records older than ``older_than_s`` seconds; return how many."""
+        result = await self._pool.execute(
+            "DELETE FROM upload.idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+            float(older_than_s),
+        )
+        return int(result.split()[-1])
+
     async def find_idempotent(self, owner_id: str, key: str) -> tuple[str, Document] | None:
         row = await self._pool.fetchrow(
             "SELECT sha256, document FROM upload.idempotency_keys WHERE owner_id = $1 AND key = $2", owner_id, key

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
 from depot_common.consumer import EventConsumer
-from depot_common.db import create_pool
+from depot_common.db import create_pool, migrate
 from depot_common.kafka import make_producer
 from depot_common.outbox import OutboxRelay
 from depot_common.s3 import s3_client
+from depot_devstack import servers
+from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS
 from depot_indexer.bootstrap import build_app as build_search_app
 from depot_indexer.bootstrap import indexer_consumer
+from depot_indexer.repository import SCHEMA as SEARCH_SCHEMA
 from depot_indexer.settings import IndexerSettings
 from depot_upload.bootstrap import build_app
 from depot_upload.settings import UploadSettings
@@ -79,3 +83,22 @@ async def search_api(indexer_settings: IndexerSettings, upload_api: str) -> Asyn
     """Base URL of a running search API."""
     async with serve(build_search_app(indexer_settings)) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def index_database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A database of the test module's own, dropped at the end."""
+    name = f"depot_idx_{secrets.token_hex(4)}"
+    yield servers.recreate_database(postgres_admin_url, name)
+    servers.drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture(scope="module")
+async def index_pool(index_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the module's own database, with the search schema migrated."""
+    db = await create_pool(index_database_url, max_size=4)
+    try:
+        await migrate(db, SEARCH_SCHEMA, SEARCH_MIGRATIONS)
+        yield db
+    finally:
+        await db.close()

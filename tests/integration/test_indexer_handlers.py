@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import asyncpg
@@ -12,13 +12,11 @@ import httpx
 import pytest
 
 from depot_common.auth import mint_token
-from depot_common.db import create_pool, migrate
 from depot_common.events import CloudEvent, DocumentDeleted, DocumentFailed, DocumentStored
 from depot_common.s3 import ensure_bucket, s3_client
-from depot_devstack import servers
 from depot_indexer import repository
 from depot_indexer.blobstore import S3BlobReader
-from depot_indexer.bootstrap import MIGRATIONS, build_app
+from depot_indexer.bootstrap import build_app
 from depot_indexer.handlers import build_handlers
 from depot_indexer.ports import BlobNotFound
 from depot_indexer.settings import IndexerSettings
@@ -41,37 +39,18 @@ class FakeBlobs:
         return self.objects[key][:max_bytes]
 
 
-@pytest.fixture(scope="module")
-def index_database_url(postgres_admin_url: str) -> Iterator[str]:
-    """A database of this module's own, dropped at the end."""
-    name = f"depot_idx_{secrets.token_hex(4)}"
-    yield servers.recreate_database(postgres_admin_url, name)
-    servers.drop_database(postgres_admin_url, name)
-
-
-@pytest.fixture(scope="module")
-async def pool(index_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on the module's database, with the search schema migrated."""
-    db = await create_pool(index_database_url, max_size=4)
-    try:
-        await migrate(db, repository.SCHEMA, MIGRATIONS)
-        yield db
-    finally:
-        await db.close()
-
-
 @pytest.fixture
 def blobs() -> FakeBlobs:
     return FakeBlobs()
 
 
-async def _handle(pool: asyncpg.Pool, blobs: FakeBlobs, data: Any, type_: str) -> None:
+async def _handle(index_pool: asyncpg.Pool, blobs: FakeBlobs, data: Any, type_: str) -> None:
     handlers = build_handlers(blobs, max_object_bytes=64, max_text_chars=1000)
     model, handler = handlers[type_]
     event = CloudEvent[Any](
         source="test", type=type_, subject=str(data.document_id), data=model.model_validate(data.model_dump())
     )
-    async with pool.acquire() as conn, conn.transaction():
+    async with index_pool.acquire() as conn, conn.transaction():
         await handler(cast(asyncpg.Connection, conn), event)
 
 
@@ -109,61 +88,61 @@ def _stored(
     )
 
 
-async def _ids(pool: asyncpg.Pool, owner: str, query: str) -> set[uuid.UUID]:
-    page = await repository.search(pool, owner_id=owner, query=query, limit=100)
+async def _ids(index_pool: asyncpg.Pool, owner: str, query: str) -> set[uuid.UUID]:
+    page = await repository.search(index_pool, owner_id=owner, query=query, limit=100)
     return {hit.document_id for hit in page.hits}
 
 
-async def test_stored_reads_a_capped_prefix_and_indexes_its_text(pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+async def test_stored_reads_a_capped_prefix_and_indexes_its_text(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
     """document.stored reads at most the configured bytes and makes the text searchable."""
     data = _stored("h-alice")
     blobs.objects[data.object_key] = b"pelican migration report " + b"z" * 200
-    await _handle(pool, blobs, data, "document.stored")
+    await _handle(index_pool, blobs, data, "document.stored")
     assert blobs.reads == [(data.object_key, 64)]
-    assert await _ids(pool, "h-alice", "pelicans") == {data.document_id}
+    assert await _ids(index_pool, "h-alice", "pelicans") == {data.document_id}
 
 
-async def test_missing_object_indexes_by_filename_only(pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+async def test_missing_object_indexes_by_filename_only(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
     """A stored document whose object is gone is still indexed by its filename."""
     data = _stored("h-bob", filename="tax-return.pdf")
-    await _handle(pool, blobs, data, "document.stored")
-    assert await _ids(pool, "h-bob", "tax") == {data.document_id}
+    await _handle(index_pool, blobs, data, "document.stored")
+    assert await _ids(index_pool, "h-bob", "tax") == {data.document_id}
 
 
-async def test_stale_stored_skips_the_download(pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+async def test_stale_stored_skips_the_download(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
     """A stored event at or below the indexed version neither reads S3 nor changes the entry."""
     data = _stored("h-carol", version=3)
     blobs.objects[data.object_key] = b"original"
-    await _handle(pool, blobs, data, "document.stored")
+    await _handle(index_pool, blobs, data, "document.stored")
     blobs.reads.clear()
-    await _handle(pool, blobs, _stored("h-carol", version=2, document_id=data.document_id), "document.stored")
+    await _handle(index_pool, blobs, _stored("h-carol", version=2, document_id=data.document_id), "document.stored")
     assert blobs.reads == []
-    assert await repository.version_of(pool, data.document_id) == 3
+    assert await repository.version_of(index_pool, data.document_id) == 3
 
 
-async def test_deleted_then_failed_remove_from_search(pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+async def test_deleted_then_failed_remove_from_search(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
     """document.deleted and document.failed both take a document out of search."""
     kept, deleted, failed = (_stored("h-dan") for _ in range(3))
     for data in (kept, deleted, failed):
         blobs.objects[data.object_key] = b"walrus"
-        await _handle(pool, blobs, data, "document.stored")
+        await _handle(index_pool, blobs, data, "document.stored")
     await _handle(
-        pool,
+        index_pool,
         blobs,
         DocumentDeleted(document_id=deleted.document_id, owner_id="h-dan", version=3),
         "document.deleted",
     )
     await _handle(
-        pool,
+        index_pool,
         blobs,
         DocumentFailed(document_id=failed.document_id, owner_id="h-dan", reason="lost"),
         "document.failed",
     )
-    assert await _ids(pool, "h-dan", "walrus") == {kept.document_id}
+    assert await _ids(index_pool, "h-dan", "walrus") == {kept.document_id}
 
 
 @pytest.fixture(scope="module")
-async def search_url(pool: asyncpg.Pool, index_database_url: str) -> AsyncIterator[str]:
+async def search_url(index_pool: asyncpg.Pool, index_database_url: str) -> AsyncIterator[str]:
     """Base URL of a running search API on the module's database."""
     settings = _settings(index_database_url)
     async with serve(build_app(settings)) as url:
@@ -174,12 +153,12 @@ def _auth(owner: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_token(SECRET, owner)}"}
 
 
-async def test_search_api_pages_and_validates(pool: asyncpg.Pool, blobs: FakeBlobs, search_url: str) -> None:
+async def test_search_api_pages_and_validates(index_pool: asyncpg.Pool, blobs: FakeBlobs, search_url: str) -> None:
     """GET /v1/search is authenticated, owner-scoped, paged, and rejects bad input."""
     for _ in range(3):
         data = _stored("h-erin")
         blobs.objects[data.object_key] = b"otter otter"
-        await _handle(pool, blobs, data, "document.stored")
+        await _handle(index_pool, blobs, data, "document.stored")
     async with httpx.AsyncClient(base_url=search_url) as client:
         assert (await client.get("/v1/search", params={"q": "otter"})).status_code == 401
         missing = await client.get("/v1/search", headers=_auth("h-erin"))

@@ -1,0 +1,44 @@
+"""`depot token` mints tokens the services accept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from depot_common.auth import TokenVerifier
+from depot_common.errors import Unauthorized
+
+SECRET = "k" * 40
+
+
+def run(*args: str, secret: str | None = SECRET) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin", **({"DEPOT_JWT_SECRET": secret} if secret else {})}
+    return subprocess.run([sys.executable, "-m", "depot_common.cli", *args], env=env, capture_output=True, text=True)
+
+
+async def test_token_names_the_owner_and_roles() -> None:
+    """`depot token --owner alice --admin` prints a token whose sub is alice with the admin role."""
+    result = run("token", "--owner", "alice", "--admin", "--ttl", "60")
+    assert result.returncode == 0
+    principal = await TokenVerifier(secret=SECRET).verify(result.stdout.strip())
+    assert principal.owner_id == "alice"
+    assert principal.is_admin
+
+
+async def test_token_without_admin_is_not_admin_and_other_secrets_reject_it() -> None:
+    """A plain token has no admin role and fails verification under another secret."""
+    token = run("token", "--owner", "bob").stdout.strip()
+    assert not (await TokenVerifier(secret=SECRET).verify(token)).is_admin
+    with pytest.raises(Unauthorized):
+        await TokenVerifier(secret="x" * 40).verify(token)
+
+
+def test_token_needs_the_secret_and_a_positive_ttl() -> None:
+    """Without DEPOT_JWT_SECRET, or with --ttl 0, the command explains and exits 2."""
+    missing = run("token", "--owner", "alice", secret=None)
+    assert missing.returncode == 2
+    assert "DEPOT_JWT_SECRET is not set" in missing.stderr
+    assert run("token", "--owner", "alice", "--ttl", "0").returncode == 2
+    assert "--owner" in run("token", "--help").stdout

@@ -49,14 +49,20 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str, process: ManagedProcess | None = None) -> None:
+    """Poll ``check`` until true; on failure (or Ctrl-C) stop ``process`` so nothing is left behind."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if process is not None and process.popen.poll() is not None:
-            raise StackError(f"{what} exited with code {process.popen.returncode}; see {process.log_path}")
-        time.sleep(0.1)
-    raise StackError(f"{what} was not ready within {timeout:.0f} s")
+    try:
+        while time.monotonic() < deadline:
+            if check():
+                return
+            if process is not None and process.popen.poll() is not None:
+                raise StackError(f"{what} exited with code {process.popen.returncode}; see {process.log_path}")
+            time.sleep(0.1)
+        raise StackError(f"{what} was not ready within {timeout:.0f} s")
+    except BaseException:
+        if process is not None:
+            process.stop()
+        raise
 
 
 @dataclass

@@ -7,8 +7,11 @@ never overwritten. Memory per upload is bounded by the part size whatever the fi
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -34,36 +37,42 @@ class S3BlobStore:
     ) -> StoredBlob:
         digest = hashlib.sha256()
         size = 0
-        buffer = bytearray()
+        buffer = io.BytesIO()  # handed to botocore as a stream: no copy of the part is ever made
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
+        in_flight: asyncio.Task[dict[str, Any]] | None = None  # one part uploads while the next arrives
         try:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
                     raise PayloadTooLarge(f"file exceeds the {max_bytes}-byte limit", max_bytes=max_bytes)
                 digest.update(chunk)
-                buffer += chunk
-                if len(buffer) >= self._part_size:
+                buffer.write(chunk)
+                if buffer.tell() >= self._part_size:
                     if upload_id is None:
                         created = await self._s3.create_multipart_upload(
                             Bucket=self._bucket, Key=key, ContentType=content_type
                         )
                         upload_id = created["UploadId"]
-                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
-                    buffer.clear()
+                    if in_flight is not None:
+                        parts.append(await in_flight)
+                    in_flight = asyncio.create_task(self._upload_part(key, upload_id, len(parts) + 1, buffer))
+                    buffer = io.BytesIO()
             if upload_id is None:
                 await self._s3.put_object(
                     Bucket=self._bucket,
                     Key=key,
-                    Body=bytes(buffer),
+                    Body=_rewound(buffer),
                     ContentType=content_type,
                     IfNoneMatch="*",
                     ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
                 )
             else:
-                if buffer:
-                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
+                if in_flight is not None:
+                    parts.append(await in_flight)
+                    in_flight = None
+                if buffer.tell():
+                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, buffer))
                 await self._s3.complete_multipart_upload(
                     Bucket=self._bucket,
                     Key=key,
@@ -73,22 +82,26 @@ class S3BlobStore:
                 )
                 upload_id = None
         except ClientError as error:
-            await self._abort(key, upload_id)
+            await self._abort(key, upload_id, in_flight)
             if error_code(error) == "PreconditionFailed":
                 raise Conflict("object already exists", code="object_exists") from None
             raise Unavailable(f"S3 write failed: {error_code(error)}") from error
         except BaseException:
-            await self._abort(key, upload_id)
+            await self._abort(key, upload_id, in_flight)
             raise
         return StoredBlob(size_bytes=size, sha256=digest.hexdigest())
 
-    async def _upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+    async def _upload_part(self, key: str, upload_id: str, number: int, body: io.BytesIO) -> dict[str, Any]:
         response = await self._s3.upload_part(
-            Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_rewound(body)
         )
         return {"PartNumber": number, "ETag": response["ETag"]}
 
-    async def _abort(self, key: str, upload_id: str | None) -> None:
+    async def _abort(self, key: str, upload_id: str | None, in_flight: asyncio.Task[Any] | None = None) -> None:
+        if in_flight is not None:
+            in_flight.cancel()
+            with contextlib.suppress(BaseException):
+                await in_flight
         if upload_id is None:
             return
         try:
@@ -124,6 +137,11 @@ class S3BlobStore:
             ExpiresIn=expires_in,
         )
         return url
+
+
+def _rewound(buffer: io.BytesIO) -> io.BytesIO:
+    buffer.seek(0)
+    return buffer
 
 
 async def _stream_body(body: Any, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:

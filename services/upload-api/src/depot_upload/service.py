@@ -102,10 +102,8 @@ class UploadService:
             raise
         self._crash.reached("after_object")
         try:
-            existing = await self._documents.find_stored_by_sha256(owner_id, blob.sha256)
-            if existing is not None:
-                raise Duplicate("you already have a document with this content", existing_id=str(existing.id))
             self._crash.reached("before_stored")
+            # the unique index on (owner, sha256) of stored rows decides duplicates, races included
             document = await self._documents.mark_stored(document_id, blob, idempotency_key=idempotency_key)
         except (Duplicate, IdempotencyKeyTaken):
             await self._documents.discard_pending(document_id)

@@ -1,0 +1,115 @@
+"""``python -m benchmarks.profiling``: where the upload API's CPU goes under upload load.
+
+Runs the upload API in its own process (as in the benchmarks) with an on-demand cProfile
+on CPU time (``benchmarks._profiled_api``), warms it up, profiles only while it drives it
+with the ``api`` operation of the upload benchmark, and prints the packages and functions
+with the most own time. cProfile slows Python code down (C code much less), so read the
+shares, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import pstats
+import re
+import signal
+import tempfile
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from benchmarks import upload
+from benchmarks.load import Load, measure, warm_up
+from benchmarks.payload import KIB, Payloads
+from benchmarks.report import table
+from benchmarks.stack import Stack, running_stack
+
+_PACKAGE = re.compile(r"(?:site-packages|src)/([A-Za-z0-9_]+)")
+_STDLIB = re.compile(r"/lib/python3\.\d+/([A-Za-z0-9_]+)")
+
+
+def package_of(filename: str, function: str) -> str:
+    """The package a profiled function belongs to (C functions by their type or module)."""
+    if filename == "~":
+        owner = re.search(r"of '([A-Za-z0-9_.]+)", function) or re.search(
+            r"<built-in method ([A-Za-z0-9_.]+)", function
+        )
+        return f"C: {owner.group(1).split('.')[0] if owner else function}"
+    if match := _PACKAGE.search(filename):
+        return match.group(1)
+    if match := _STDLIB.search(filename):
+        return f"stdlib: {match.group(1)}"
+    return filename
+
+
+async def _drive(stack: Stack, profile_path: Path, *, size: int, seconds: float, concurrency: int) -> int:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with (
+        stack.api(python_args=["-m", "benchmarks._profiled_api", str(profile_path)]) as api,
+        stack.s3() as s3,
+        httpx.AsyncClient(timeout=120, limits=limits) as http,
+    ):
+        operation = upload.operations(api, s3, http, stack.bucket, Payloads(size))["api"]
+        load = Load(concurrency=concurrency, duration_s=seconds, max_ops=10**9, warmup_ops=4 * concurrency)
+        await warm_up(operation, concurrency, load.warmup_ops)
+        os.kill(api.pid, signal.SIGUSR1)
+        phase = await measure(operation, replace(load, warmup_ops=0), payload_bytes=size, pids={})
+        os.kill(api.pid, signal.SIGUSR2)
+        for _ in range(100):
+            if await asyncio.to_thread(profile_path.exists):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # the dump finishes
+    return phase.ops
+
+
+def show(console: Console, profile_path: Path, ops: int, top: int) -> None:
+    stats = pstats.Stats(str(profile_path))
+    raw = stats.stats  # type: ignore[attr-defined]
+    by_package: dict[str, float] = defaultdict(float)
+    total = 0.0
+    for (filename, _line, function), (_cc, _nc, own, _cum, _callers) in raw.items():
+        by_package[package_of(filename, function)] += own
+        total += own
+    packages = table(f"Own time by package, per upload ({ops} uploads)", ["package", "share", "ms/upload"])
+    for name, own in sorted(by_package.items(), key=lambda item: -item[1])[:top]:
+        packages.add_row(name, f"{own / total:.1%}", f"{own / ops * 1000:.3f}")
+    console.print(packages)
+    functions = table("Functions by own time", ["function", "calls/upload", "share", "cumulative ms/upload"])
+    ranked = sorted(raw.items(), key=lambda item: -item[1][2])[:top]
+    for (filename, line, function), (_cc, calls, own, cumulative, _callers) in ranked:
+        where = f"{package_of(filename, function)}:{Path(filename).name}:{line} {function}"
+        functions.add_row(where[:110], f"{calls / ops:.1f}", f"{own / total:.1%}", f"{cumulative / ops * 1000:.3f}")
+    console.print(functions)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profiling", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=64 * KIB, help="payload bytes (default 64 KiB)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=upload.CONCURRENCY)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--output", type=Path, help="keep the .prof file here")
+    args = parser.parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160
+    with contextlib.ExitStack() as resources:
+        directory = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="depot-profile-")))
+        profile_path = args.output or directory / "upload-api.prof"
+        stack = resources.enter_context(running_stack())
+        ops = asyncio.run(
+            _drive(stack, profile_path, size=args.size, seconds=args.seconds, concurrency=args.concurrency)
+        )
+        show(console, profile_path, ops, args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

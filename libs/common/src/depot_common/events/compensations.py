@@ -1,0 +1,57 @@
+"""Data models of topic ``depot.compensations.v1`` (producer: reconciler, through its outbox).
+
+Each type is executed by the service that owns the data it repairs: upload-api takes
+``orphan_object``, ``missing_blob`` and ``stale_upload``; the indexer takes ``reindex`` and
+``ghost_index_entry``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+COMPENSATIONS_TOPIC = "depot.compensations.v1"
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OrphanObject(_Data):
+    """An object under ``documents/`` belongs to no live document: quarantine it."""
+
+    object_key: str
+    size_bytes: int
+    last_modified: datetime
+    run_id: uuid.UUID
+
+
+class MissingBlob(_Data):
+    """A ``stored`` document's object is absent or has the wrong size: mark it ``failed``."""
+
+    document_id: uuid.UUID
+    object_key: str
+    run_id: uuid.UUID
+
+
+class StaleUpload(_Data):
+    """A ``pending`` document outlived its TTL: finalize it if its bytes match, else fail it."""
+
+    document_id: uuid.UUID
+    run_id: uuid.UUID
+
+
+class Reindex(_Data):
+    """A ``stored`` document is missing from the index or indexed at an older version."""
+
+    document_id: uuid.UUID
+    run_id: uuid.UUID
+
+
+class GhostIndexEntry(_Data):
+    """An index entry's document is not ``stored``: remove the entry."""
+
+    document_id: uuid.UUID
+    run_id: uuid.UUID

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from depot_common.consumer import EventConsumer, dlq_topic
@@ -127,6 +128,8 @@ async def test_a_redelivered_event_takes_effect_once(
         assert await probe.committed(partition) == 3
     finally:
         await probe.stop()
+    lag = {"group": scratch.group, "topic": scratch.topic, "partition": "0"}
+    assert REGISTRY.get_sample_value("depot_consumer_lag", lag) == 0
 
 
 @pytest.mark.parametrize(

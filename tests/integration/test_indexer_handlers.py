@@ -44,8 +44,15 @@ def blobs() -> FakeBlobs:
     return FakeBlobs()
 
 
+class NoDocuments:
+    """A document source in which no document is stored (these tests use documents events only)."""
+
+    async def current(self, conn: Any, document_id: Any) -> None:
+        return None
+
+
 async def _handle(index_pool: asyncpg.Pool, blobs: FakeBlobs, data: Any, type_: str) -> None:
-    handlers = build_handlers(blobs, max_object_bytes=64, max_text_chars=1000)
+    handlers = build_handlers(blobs, NoDocuments(), max_object_bytes=64, max_text_chars=1000)
     model, handler = handlers[type_]
     event = CloudEvent[Any](
         source="test", type=type_, subject=str(data.document_id), data=model.model_validate(data.model_dump())

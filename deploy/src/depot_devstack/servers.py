@@ -132,17 +132,23 @@ def tansu_binary() -> str:
         raise StackError(f"no Kafka-protocol broker: {error}") from None
 
 
-def start_tansu(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
-    """A tansu broker (memory storage) on 127.0.0.1; returns it and its bootstrap."""
+def start_tansu(
+    log_dir: Path, port: int | None = None, *, advertised_port: int | None = None
+) -> tuple[ManagedProcess, str]:
+    """A tansu broker (memory storage) on 127.0.0.1; returns it and its bootstrap.
+
+    ``advertised_port`` makes clients reach it through another address (a test's proxy).
+    """
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     process = spawn(
         "kafka",
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
         log_path=log_dir / "kafka.log",
     )
     wait_until(lambda: port_open("127.0.0.1", port), timeout=30, what="tansu broker", process=process)
-    return process, f"127.0.0.1:{port}"
+    return process, f"127.0.0.1:{advertised_port or port}"
 
 
 # --- S3 protocol: moto --------------------------------------------------------------

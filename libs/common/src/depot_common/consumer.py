@@ -23,8 +23,9 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from prometheus_client import Counter
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
 from depot_common.db import Connection, identifier
@@ -36,6 +37,7 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[Connection, CloudEvent[Any]], Awaitable[None]]
 
 HANDLED = Counter("depot_consumer_events_total", "Events consumed, by outcome", ["group", "outcome"])
+LAG = Gauge("depot_consumer_lag", "Messages behind the end of the partition", ["group", "topic", "partition"])
 
 
 class PermanentError(Exception):
@@ -90,7 +92,20 @@ class EventConsumer:
                     await self.process(record)
                     done = record
                 if done is not None:
-                    await self._consumer.commit({partition: done.offset + 1})
+                    await self._commit(partition, done.offset + 1)
+                    highwater = self._consumer.highwater(partition)
+                    if highwater is not None:
+                        LAG.labels(self._group, partition.topic, str(partition.partition)).set(
+                            max(0, highwater - done.offset - 1)
+                        )
+
+    async def _commit(self, partition: TopicPartition, offset: int) -> None:
+        """Commit after the effects committed; a rebalance that took the partition away is not an error:
+        its new owner re-reads from the last commit and the inbox turns the repeats into no-ops."""
+        try:
+            await self._consumer.commit({partition: offset})
+        except (CommitFailedError, IllegalStateError) as error:
+            log.warning("consumer.commit_failed", partition=str(partition), offset=offset, error=repr(error))
 
     async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one record: apply it once, or dead-letter it."""

@@ -164,13 +164,14 @@ class OutboxRelay:
             log.warning("outbox.publish.failed", schema=self.schema, batch=len(rows), error=repr(error))
             await asyncio.sleep(self._poll)
             return 0
-        await conn.execute(
-            f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-            [row["id"] for row in rows],
-        )
+        await self._mark_published(conn, [row["id"] for row in rows])
         PUBLISHED.labels(self.schema).inc(len(rows))
         log.debug("outbox.published", schema=self.schema, count=len(rows))
         return len(rows)
+
+    async def _mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
+        """Mark acknowledged rows; dying before this re-sends them (consumers are idempotent)."""
+        await conn.execute(f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
 
     async def _cleanup(self, conn: asyncpg.Connection) -> None:
         deleted = await conn.execute(

@@ -14,14 +14,15 @@ from depot_common import kafka
 from depot_common.auth import TokenVerifier
 from depot_common.consumer import EventConsumer, dlq_topic
 from depot_common.db import create_pool, migrate
-from depot_common.events import DOCUMENTS_TOPIC
+from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import run_until_signalled
 from depot_common.s3 import s3_client
 from depot_common.web import create_app
 from depot_indexer.api import router
 from depot_indexer.blobstore import S3BlobReader
-from depot_indexer.handlers import HANDLED_TYPES, build_handlers
+from depot_indexer.documents_source import UploadDocumentsView
+from depot_indexer.handlers import HANDLED_TYPES, NOT_OURS, build_handlers
 from depot_indexer.repository import SCHEMA
 from depot_indexer.settings import IndexerSettings
 
@@ -62,7 +63,7 @@ def build_app(settings: IndexerSettings) -> FastAPI:
 
 @contextlib.asynccontextmanager
 async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventConsumer]:
-    """The indexer's started consumer over ``depot.documents.v1``; stopped on exit."""
+    """The indexer's started consumer of the documents and compensations topics; stopped on exit."""
     pool = await create_pool(settings.database_url, max_size=4)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
@@ -70,12 +71,15 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
             settings.kafka_servers,
             {
                 DOCUMENTS_TOPIC: settings.documents_partitions,
+                COMPENSATIONS_TOPIC: settings.documents_partitions,
                 dlq_topic(DOCUMENTS_TOPIC, settings.consumer_group): 1,
+                dlq_topic(COMPENSATIONS_TOPIC, settings.consumer_group): 1,
             },
         )
         async with s3_client(settings) as s3:
             handlers = build_handlers(
                 S3BlobReader(s3, bucket=settings.s3_bucket),
+                UploadDocumentsView(),
                 max_object_bytes=settings.index_max_object_bytes,
                 max_text_chars=settings.index_max_text_chars,
             )
@@ -83,6 +87,7 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
             consumer = kafka.make_consumer(
                 settings.kafka_servers,
                 DOCUMENTS_TOPIC,
+                COMPENSATIONS_TOPIC,
                 group_id=settings.consumer_group,
                 session_timeout_ms=settings.consumer_session_timeout * 1000,
                 heartbeat_interval_ms=settings.consumer_session_timeout * 1000 // 5,
@@ -98,6 +103,7 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
                         schema=SCHEMA,
                         group=settings.consumer_group,
                         handlers=handlers,
+                        ignored_types=NOT_OURS,
                     )
                 finally:
                     await consumer.stop()

@@ -15,11 +15,18 @@ import structlog
 from pydantic import BaseModel
 
 from depot_common.db import Connection
-from depot_common.events import CloudEvent, DocumentDeleted, DocumentFailed, DocumentStored
+from depot_common.events import (
+    CloudEvent,
+    DocumentDeleted,
+    DocumentFailed,
+    DocumentStored,
+    GhostIndexEntry,
+    Reindex,
+)
 from depot_indexer import repository
 from depot_indexer.domain import IndexEntry
 from depot_indexer.extraction import extract_text
-from depot_indexer.ports import BlobNotFound, BlobReader
+from depot_indexer.ports import BlobNotFound, BlobReader, DocumentSource
 
 log = structlog.get_logger(__name__)
 
@@ -27,18 +34,23 @@ log = structlog.get_logger(__name__)
 EventHandler = Callable[[Connection, CloudEvent[Any]], Awaitable[None]]
 
 STORED, DELETED, FAILED = "document.stored", "document.deleted", "document.failed"
+REINDEX, GHOST = "compensation.reindex", "compensation.ghost_index_entry"
 
-#: The event types of ``depot.documents.v1`` the indexer acts on.
-HANDLED_TYPES = frozenset({STORED, DELETED, FAILED})
+#: The event types the indexer acts on (the documents topic, and the compensations it owns).
+HANDLED_TYPES = frozenset({STORED, DELETED, FAILED, REINDEX, GHOST})
+#: Compensations upload-api executes: the indexer skips them.
+NOT_OURS = frozenset({"compensation.orphan_object", "compensation.missing_blob", "compensation.stale_upload"})
 
 
 def build_handlers(
-    blobs: BlobReader, *, max_object_bytes: int, max_text_chars: int
+    blobs: BlobReader, documents: DocumentSource, *, max_object_bytes: int, max_text_chars: int
 ) -> dict[str, tuple[type[BaseModel], EventHandler]]:
     """The ``EventConsumer`` handler table: event type → (data model, handler)."""
 
     async def on_stored(conn: Connection, event: CloudEvent[Any]) -> None:
-        data: DocumentStored = event.data
+        await index(conn, event.data)
+
+    async def index(conn: Connection, data: DocumentStored) -> None:
         known = await repository.version_of(conn, data.document_id)
         if known is not None and known >= data.version:
             log.info(
@@ -84,10 +96,28 @@ def build_handlers(
             reason=data.reason,
         )
 
+    async def on_reindex(conn: Connection, event: CloudEvent[Any]) -> None:
+        data: Reindex = event.data
+        current = await documents.current(conn, data.document_id)
+        if current is None:  # no longer stored: nothing to index (a ghost check removes leftovers)
+            log.info("index.reindex_skipped", document_id=str(data.document_id), run_id=str(data.run_id))
+            return
+        await index(conn, current)
+
+    async def on_ghost(conn: Connection, event: CloudEvent[Any]) -> None:
+        data: GhostIndexEntry = event.data
+        if await documents.current(conn, data.document_id) is not None:  # stored again since the scan
+            log.info("index.ghost_skipped", document_id=str(data.document_id), run_id=str(data.run_id))
+            return
+        removed = await repository.remove(conn, data.document_id)
+        log.info("index.ghost_removed" if removed else "index.not_indexed", document_id=str(data.document_id))
+
     return {
         STORED: (DocumentStored, on_stored),
         DELETED: (DocumentDeleted, on_deleted),
         FAILED: (DocumentFailed, on_failed),
+        REINDEX: (Reindex, on_reindex),
+        GHOST: (GhostIndexEntry, on_ghost),
     }
 
 

@@ -268,3 +268,37 @@ async def test_sigterm_mid_batch_commits_what_was_applied_and_loses_nothing(
     assert redelivered == [], "everything the first process applied was committed before it exited"
     applied = [line for line in lines if line["event"] == "consumer.applied" and line.get("event_id") in ours]
     assert len(applied) == len(documents) - at_exit
+
+
+async def test_workers_serve_health_readiness_and_metrics(
+    stack_env: dict[str, str], upload_api: str, tmp_path: Path
+) -> None:
+    """The relay and the indexer consumer answer /healthz, /readyz and /metrics (backlog, lag) on DEPOT_OPS_PORT,
+    and still stop cleanly on SIGTERM."""
+    import httpx
+
+    for module, command, metric in (
+        ("depot_upload", "relay", "depot_outbox_relay_active"),
+        ("depot_indexer", "consume", "depot_consumer_events_total"),
+    ):
+        port = servers.free_port()
+        env = {**os.environ, **stack_env, "DEPOT_OPS_PORT": str(port), "DEPOT_CONSUMER_GROUP": f"ops-{port}"}
+        with (tmp_path / f"{command}.log").open("ab") as sink:
+            process = subprocess.Popen([sys.executable, "-m", module, command], env=env, stdout=sink, stderr=sink)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+                for _ in range(200):
+                    try:
+                        if (await http.get("/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+                assert (await http.get("/readyz")).json()["checks"] == {"postgres": True, "s3": True, "kafka": True}
+                for _ in range(100):
+                    if metric in (await http.get("/metrics")).text:
+                        break
+                    await asyncio.sleep(0.1)
+                assert metric in (await http.get("/metrics")).text
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(process.wait, 15) == 0, (tmp_path / f"{command}.log").read_text()

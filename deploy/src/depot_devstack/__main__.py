@@ -29,6 +29,7 @@ from depot_devstack.servers import (
     ManagedProcess,
     StackError,
     admin_database_url,
+    free_port,
     recreate_database,
     spawn,
     start_moto,
@@ -112,6 +113,8 @@ class DevStack:
             child_env = {**os.environ, **env}
             if name in ports:
                 child_env["DEPOT_HTTP_PORT"] = str(ports[name])
+            else:
+                child_env["DEPOT_OPS_PORT"] = str(free_port())
             process = spawn(name, [sys.executable, *args], env=child_env, stdout=-1)
             self.processes.append(process)
             threading.Thread(

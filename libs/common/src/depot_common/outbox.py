@@ -110,6 +110,7 @@ class OutboxRelay:
         try:
             await init_connection(conn)
             key = advisory_key(f"outbox-relay:{self.schema}")
+            ACTIVE.labels(self.schema).set(0)  # a standby until it holds the lock
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):  # noqa: ASYNC110 - standby polls the lock
                 await asyncio.sleep(self._poll)
             ACTIVE.labels(self.schema).set(1)

@@ -32,6 +32,7 @@ class DepotSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     allowed_origins: Annotated[list[str], NoDecode] = []
+    ops_port: int = Field(default=0, ge=0, lt=65536, description="worker processes: /healthz, /readyz, /metrics")
 
     @field_validator("database_url")
     @classmethod

@@ -17,6 +17,7 @@ from depot_common.db import create_pool, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import run_until_signalled
+from depot_common.ops import ops_endpoints
 from depot_common.s3 import s3_client
 from depot_common.web import create_app
 from depot_indexer.api import router
@@ -115,6 +116,7 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
 
 async def run_consumer(settings: IndexerSettings) -> None:
     """Index ``depot.documents.v1`` until SIGINT/SIGTERM (graceful: finish, commit, exit)."""
-    async with indexer_consumer(settings) as events:
+    ops = ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title="Depot indexer consumer")
+    async with indexer_consumer(settings) as events, ops:
         log.info("indexer_consumer.started", group=settings.consumer_group)
         await run_until_signalled(events.run(), on_signal=events.stop)

@@ -17,6 +17,7 @@ from depot_common.db import create_pool, migrate
 from depot_common.events import DOCUMENTS_TOPIC
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import background_task, every, run_until_signalled
+from depot_common.ops import ops_endpoints
 from depot_common.outbox import OutboxRelay
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_common.web import create_app
@@ -104,6 +105,7 @@ async def run_relay(settings: UploadSettings) -> None:
         retention_seconds=settings.outbox_retention,
     )
     try:
-        await run_until_signalled(relay.run())
+        async with ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title="Depot outbox relay"):
+            await run_until_signalled(relay.run())
     finally:
         await producer.stop()

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/common services/upload-api services/indexer services/reconciler deploy
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: dev test test-fast lint fmt bench lock clean venv help
+.PHONY: dev test test-fast lint fmt bench lock clean venv help schemas
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 fmt: $(STAMP) ## format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+schemas: $(STAMP) ## regenerate docs/events/schemas/*.json from the event models
+	$(BIN)/python -m depot_common.events.schemas --write docs/events/schemas
 
 bench: $(STAMP) ## benchmarks: figures as ratios against a baseline from the same run
 	$(BIN)/python -m benchmarks

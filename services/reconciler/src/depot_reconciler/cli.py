@@ -1,11 +1,40 @@
-"""``depot-reconciler``: the operator's command line (SPEC §7)."""
+"""``depot-reconciler``: the operator's command line (SPEC §7).
+
+``run`` is a dry run unless ``--apply``: it scans, persists the plan, prints a summary
+(a table by class, or ``--json``) and exits 0 when consistent, 1 when findings exist,
+2 on error (bad settings, unreachable database or bucket, another run in progress).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
 
-CHECKS = ("orphan_object", "missing_blob", "stale_upload", "unindexed", "ghost_index_entry", "stuck_outbox")
+import structlog
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from depot_common.db import create_pool, migrate
+from depot_common.logging import configure_logging
+from depot_common.s3 import s3_client
+from depot_common.settings import load_settings
+from depot_reconciler import repository
+from depot_reconciler.apply import ApplyResult, apply_plan
+from depot_reconciler.bootstrap import MIGRATIONS, SCHEMA
+from depot_reconciler.checks import CHECKS
+from depot_reconciler.plan import PlanResult, make_plan, run_lock
+from depot_reconciler.scan import ScanProgress
+from depot_reconciler.settings import ReconcilerSettings
+
+log = structlog.get_logger(__name__)
+
+EXIT_CONSISTENT, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,10 +55,122 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe(progress: ScanProgress) -> str:
+    return (
+        f"reconciling: {progress.objects} objects, {progress.documents} documents, "
+        f"{progress.index_rows} index rows, {progress.outbox_rows} outbox rows"
+    )
+
+
+@contextmanager
+def _progress_display(enabled: bool) -> Iterator[Callable[[ScanProgress], None] | None]:
+    """A live progress line on stderr when it is a terminal; nothing otherwise."""
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as display:
+        task = display.add_task("reconciling", total=None)
+        yield lambda progress: display.update(task, description=_describe(progress))
+
+
+async def _reconcile(args: argparse.Namespace, settings: ReconcilerSettings, out: TextIO) -> int:
+    pool = await create_pool(settings.database_url, min_size=1, max_size=4, timeout=10)
+    try:
+        await migrate(pool, SCHEMA, MIGRATIONS)
+        async with s3_client(settings) as s3, run_lock(pool) as conn:
+            with _progress_display(sys.stderr.isatty()) as on_progress:
+                plan = await make_plan(
+                    conn, pool, s3, settings, checks=args.check, apply=args.apply, on_progress=on_progress
+                )
+            applied: ApplyResult | None = None
+            if args.apply and plan.total:
+                applied = await apply_plan(
+                    conn,
+                    s3,
+                    bucket=settings.s3_bucket,
+                    run_id=plan.run_id,
+                    max_fraction=settings.reconcile_max_fraction,
+                    force=args.force,
+                    page_size=settings.page_size,
+                )
+            if args.json:
+                await _write_json(conn, plan, applied, out)
+            else:
+                _write_table(plan, applied, out)
+    finally:
+        await pool.close()
+    return EXIT_FINDINGS if plan.total else EXIT_CONSISTENT
+
+
+def _write_table(plan: PlanResult, applied: ApplyResult | None, out: TextIO) -> None:
+    console = Console(file=out, highlight=False)
+    table = Table(title=f"reconcile run {plan.run_id} ({'applied' if applied else 'dry run'})")
+    table.add_column("check")
+    table.add_column("findings", justify="right")
+    if applied:
+        table.add_column("emitted", justify="right")
+        table.add_column("skipped", justify="right")
+    for check in plan.checks:
+        extra = [str(applied.emitted.get(check, 0)), str(applied.skipped.get(check, 0))] if applied else []
+        table.add_row(check, str(plan.findings[check]), *extra)
+    extra = [str(sum(applied.emitted.values())), str(sum(applied.skipped.values()))] if applied else []
+    table.add_row("total", str(plan.total), *extra, end_section=True)
+    console.print(table)
+    scanned = plan.scanned
+    console.print(f"scanned {scanned['objects']} objects and {scanned['documents']} documents")
+    console.print("consistent" if plan.total == 0 else "findings exist: review the run's plan")
+
+
+async def _write_json(conn: Any, plan: PlanResult, applied: ApplyResult | None, out: TextIO) -> None:
+    """The run and every finding as one JSON object, findings read back page by page."""
+    head: dict[str, Any] = {
+        "run_id": str(plan.run_id),
+        "status": "applied" if applied else "planned",
+        "apply": applied is not None,
+        "checks": list(plan.checks),
+        "counts": plan.findings,
+        "total": plan.total,
+        "scanned": plan.scanned,
+    }
+    if applied:
+        head["applied"] = {"emitted": applied.emitted, "skipped": applied.skipped, "reported": applied.reported}
+    out.write(json.dumps(head)[:-1] + ', "findings": [')
+    after, first = 0, True
+    while page := await repository.findings_page(conn, plan.run_id, after=after):
+        for finding in page:
+            item = {
+                "id": finding.id,
+                "check": finding.check,
+                "subject": finding.subject,
+                "details": finding.details,
+                "action": finding.action,
+                "outcome": finding.outcome,
+            }
+            out.write(("" if first else ", ") + json.dumps(item))
+            first = False
+        after = page[-1].id
+    out.write("]}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    sys.stderr.write("depot-reconciler: the reconcile checks are not implemented yet\n")
-    return 2
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(ReconcilerSettings)
+    except SystemExit as stop:  # load_settings already wrote the one line naming the setting
+        return int(stop.code) if isinstance(stop.code, int) else EXIT_ERROR
+    configure_logging(settings.log_format, settings.log_level, service=f"reconciler.{args.command}")
+    try:
+        return asyncio.run(_reconcile(args, settings, sys.stdout))
+    except Exception as error:
+        log.error("reconcile.cli.error", error=repr(error))
+        sys.stderr.write(f"depot-reconciler: error: {error}\n")
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

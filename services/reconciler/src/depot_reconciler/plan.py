@@ -1,0 +1,145 @@
+"""A reconcile run's first half: scan, and persist the findings as the run's plan.
+
+One run at a time across all replicas: ``run_lock`` holds a PostgreSQL session advisory
+lock on a dedicated connection for the whole run, and the run's own writes go through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from depot_common.db import Connection, advisory_key
+from depot_reconciler import repository
+from depot_reconciler.checks import CHECKS, Finding, Limits
+from depot_reconciler.scan import ScanProgress, scan
+from depot_reconciler.settings import ReconcilerSettings
+
+log = structlog.get_logger(__name__)
+
+RUN_LOCK = advisory_key("reconcile:run")
+#: Findings written per INSERT batch while the scan goes on.
+FINDINGS_BATCH = 500
+
+
+class RunInProgress(RuntimeError):
+    """Another reconcile run holds the lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanResult:
+    """A persisted plan: findings per class and what the scan read."""
+
+    run_id: uuid.UUID
+    checks: tuple[str, ...]
+    findings: dict[str, int]
+    scanned: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.findings.values())
+
+
+def limits_for(settings: ReconcilerSettings, now: datetime) -> Limits:
+    return Limits(
+        now=now,
+        grace=timedelta(seconds=settings.reconcile_grace),
+        upload_ttl=timedelta(seconds=settings.upload_ttl),
+        index_lag=timedelta(seconds=settings.reconcile_index_lag),
+        outbox_allowance=timedelta(seconds=settings.reconcile_outbox_allowance),
+    )
+
+
+def selected_checks(requested: Collection[str] | None) -> tuple[str, ...]:
+    """The checks to run, in their canonical order (all of them when none are named)."""
+    if not requested:
+        return CHECKS
+    unknown = set(requested) - set(CHECKS)
+    if unknown:
+        raise ValueError(f"unknown checks: {', '.join(sorted(unknown))}")
+    return tuple(check for check in CHECKS if check in requested)
+
+
+@contextlib.asynccontextmanager
+async def run_lock(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
+    """A connection holding the reconcile run lock, or ``RunInProgress``."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RUN_LOCK):
+            raise RunInProgress("another reconcile run is in progress")
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.execute("SELECT pg_advisory_unlock($1)", RUN_LOCK))
+
+
+async def make_plan(
+    conn: Connection,
+    pool: asyncpg.Pool,
+    s3: Any,
+    settings: ReconcilerSettings,
+    *,
+    checks: Collection[str] | None = None,
+    apply: bool = False,
+    on_progress: Callable[[ScanProgress], None] | None = None,
+) -> PlanResult:
+    """Scan, persist the run and its findings (status ``planned``), and return the counts.
+
+    ``conn`` (the one holding ``run_lock``) writes the run; ``pool`` serves the scan's reads.
+    """
+    chosen = selected_checks(checks)
+    run_id = uuid.uuid4()
+    now: datetime = await conn.fetchval("SELECT now()")
+    limits = limits_for(settings, now)
+    await repository.create_run(conn, run_id=run_id, apply=apply, checks=chosen)
+    log.info("reconcile.run.started", run_id=str(run_id), checks=list(chosen), apply=apply)
+    started = asyncio.get_running_loop().time()
+    counts = dict.fromkeys(chosen, 0)
+    progress = ScanProgress(on_change=on_progress)
+    batch: list[Finding] = []
+    try:
+        findings = scan(
+            pool,
+            s3,
+            bucket=settings.s3_bucket,
+            checks=chosen,
+            limits=limits,
+            page_size=settings.page_size,
+            progress=progress,
+        )
+        async for finding in findings:
+            counts[finding.check] += 1
+            batch.append(finding)
+            if len(batch) >= FINDINGS_BATCH:
+                await repository.add_findings(conn, run_id, batch)
+                batch.clear()
+        if batch:
+            await repository.add_findings(conn, run_id, batch)
+        scanned = {
+            "objects": progress.objects,
+            "documents": progress.documents,
+            "index_rows": progress.index_rows,
+            "outbox_rows": progress.outbox_rows,
+        }
+        await repository.finish_run(conn, run_id, status="planned", counts={"findings": counts, "scanned": scanned})
+    except BaseException as error:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(repository.fail_run(conn, run_id, repr(error)))
+        log.error("reconcile.run.failed", run_id=str(run_id), error=repr(error))
+        raise
+    log.info(
+        "reconcile.run.planned",
+        run_id=str(run_id),
+        findings=counts,
+        scanned=scanned,
+        duration_s=round(asyncio.get_running_loop().time() - started, 3),
+    )
+    return PlanResult(run_id=run_id, checks=chosen, findings=counts, scanned=scanned)

@@ -104,9 +104,10 @@ def test_make_dev_serves_upload_to_search_and_stops_cleanly(
     bob = {"Authorization": f"Bearer {token('bob')}"}
     word = f"walrus{secrets.token_hex(3)}"
     with httpx.Client(timeout=30) as http:
+        trace_id = secrets.token_hex(16)
         created = http.post(
             f"{env['DEPOT_API_URL']}/v1/documents",
-            headers=alice,
+            headers={**alice, "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
             files={"file": ("notes.txt", f"meeting notes about the {word}\n".encode(), "text/plain")},
         )
         assert created.status_code == 201, created.text
@@ -117,6 +118,10 @@ def test_make_dev_serves_upload_to_search_and_stops_cleanly(
             found = any(hit["document_id"] == document_id for hit in hits)
             time.sleep(0.05)
         assert found, "not searchable within 5 s"
+        indexer_log = (state / "logs" / "indexer.log").read_text()
+        assert any(trace_id in line and "consumer.applied" in line for line in indexer_log.splitlines()), (
+            "the upload's trace id reaches the indexer's log lines"
+        )
         assert http.get(f"{env['DEPOT_SEARCH_URL']}/v1/search", params={"q": word}, headers=bob).json()["hits"] == []
         assert http.get(f"{env['DEPOT_API_URL']}/v1/documents/{document_id}", headers=bob).status_code == 404
         too_big = http.post(

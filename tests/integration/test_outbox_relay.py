@@ -145,3 +145,18 @@ async def test_relay_publishes_a_backlog_in_order(
     for key in ("a", "b", "c"):
         numbers = [event_of(r)["data"]["n"] for r in records if r.key == key.encode()]
         assert numbers == list(range(300))
+
+
+async def test_published_rows_are_purged_after_the_retention(
+    scratch_outbox: tuple[str, str], pg_pool: asyncpg.Pool, upload_settings: UploadSettings
+) -> None:
+    """Rows published longer ago than the retention are deleted; unpublished and recent ones stay."""
+    schema, topic = scratch_outbox
+    await put_events(pg_pool, schema, topic, "k", range(6))
+    await pg_pool.execute(f"UPDATE {schema}.outbox SET published_at = now() - interval '2 hours' WHERE id % 3 = 0")
+    await pg_pool.execute(f"UPDATE {schema}.outbox SET published_at = now() WHERE id % 3 = 1")
+    relay = OutboxRelay(dsn=upload_settings.database_url, schema=schema, producer=None, retention_seconds=3600)  # type: ignore[arg-type]
+    async with pg_pool.acquire() as conn:
+        await relay.purge_published(conn)  # type: ignore[arg-type]
+    remaining = await pg_pool.fetch(f"SELECT id % 3 AS kind FROM {schema}.outbox")
+    assert sorted(row["kind"] for row in remaining) == [1, 1, 2, 2]

@@ -131,7 +131,7 @@ class OutboxRelay:
             self._wake.clear()
             published = await self.publish_batch(conn)
             if loop.time() - last_cleanup > 60:
-                await self._cleanup(conn)
+                await self.purge_published(conn)
                 last_cleanup = loop.time()
             if published < self._batch_size:
                 count, age = await backlog(conn, self.schema)
@@ -174,7 +174,8 @@ class OutboxRelay:
         """Mark acknowledged rows; dying before this re-sends them (consumers are idempotent)."""
         await conn.execute(f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
 
-    async def _cleanup(self, conn: asyncpg.Connection) -> None:
+    async def purge_published(self, conn: asyncpg.Connection) -> None:
+        """Delete rows published longer ago than the retention, so the table never grows without bound."""
         deleted = await conn.execute(
             f"DELETE FROM {self.schema}.outbox WHERE published_at < now() - make_interval(secs => $1)",
             float(self._retention),

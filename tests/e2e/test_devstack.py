@@ -131,6 +131,14 @@ def test_make_dev_serves_upload_to_search_and_stops_cleanly(
 
     pids = [int(line.split()[1]) for line in (state / "pids").read_text().splitlines()]
     assert len(pids) >= 6
+    named = dict(line.split() for line in (state / "pids").read_text().splitlines())
+    compensations_log = state / "logs" / "compensations.log"
+    started = time.monotonic()
+    while "compensations.started" not in compensations_log.read_text() and time.monotonic() - started < 20:
+        time.sleep(0.2)
+    assert "compensations.started" in compensations_log.read_text(), compensations_log.read_text()
+    for name in ("compensations", "reconcile-relay"):
+        assert alive(int(named[name])), (state / "logs" / f"{name}.log").read_text()
     process.send_signal(signal.SIGINT)
     assert process.wait(30) == 0
     assert [pid for pid in pids if alive(pid)] == []

@@ -44,6 +44,8 @@ SERVICES = [
     ("outbox-relay", ["-m", "depot_upload", "relay"]),
     ("search-api", ["-m", "depot_indexer", "serve"]),
     ("indexer", ["-m", "depot_indexer", "consume"]),
+    ("compensations", ["-m", "depot_upload", "compensate"]),
+    ("reconcile-relay", ["-m", "depot_reconciler.cli", "relay"]),
 ]
 
 

@@ -3,6 +3,7 @@
 ``run`` is a dry run unless ``--apply``: it scans, persists the plan, prints a summary
 (a table by class, or ``--json``) and exits 0 when consistent, 1 when findings exist,
 2 on error (bad settings, unreachable database or bucket, another run in progress).
+``relay`` publishes the compensations ``--apply`` wrote to ``reconcile.outbox``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from depot_reconciler.apply import ApplyResult, apply_plan
 from depot_reconciler.bootstrap import MIGRATIONS, SCHEMA
 from depot_reconciler.checks import CHECKS
 from depot_reconciler.plan import PlanResult, make_plan, run_lock
+from depot_reconciler.relay import run_relay
 from depot_reconciler.scan import ScanProgress
 from depot_reconciler.settings import ReconcilerSettings
 
@@ -52,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="apply even past DEPOT_RECONCILE_MAX_FRACTION")
     run.add_argument("--check", action="append", choices=CHECKS, metavar="NAME", help="run only these checks")
     run.add_argument("--json", action="store_true", help="machine-readable output")
+    commands.add_parser(
+        "relay",
+        help="publish the reconcile outbox (compensations) to Kafka until SIGINT/SIGTERM",
+        description="One active relay per database; ops endpoints on DEPOT_OPS_PORT when set.",
+    )
     return parser
 
 
@@ -165,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # load_settings already wrote the one line naming the setting
         return int(stop.code) if isinstance(stop.code, int) else EXIT_ERROR
     configure_logging(settings.log_format, settings.log_level, service=f"reconciler.{args.command}")
+    if args.command == "relay":
+        asyncio.run(run_relay(settings))
+        return EXIT_CONSISTENT
     try:
         return asyncio.run(_reconcile(args, settings, sys.stdout))
     except Exception as error:

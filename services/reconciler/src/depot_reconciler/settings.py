@@ -17,4 +17,8 @@ class ReconcilerSettings(DepotSettings):
     reconcile_interval: int = Field(default=3600, gt=0, description="seconds between scheduled runs")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8002, gt=0, lt=65536)
+    relay_batch_size: int = Field(default=500, gt=0)
+    relay_poll_interval: int = Field(default=1, gt=0, description="seconds between outbox polls")
+    outbox_retention: int = Field(default=3600, ge=0, description="seconds published events are kept")
+    compensations_partitions: int = Field(default=6, gt=0)
     page_size: int = Field(default=1000, gt=0, le=1000, description="rows or objects read per page while scanning")

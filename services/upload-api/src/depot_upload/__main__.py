@@ -1,11 +1,11 @@
-"""``depot-upload serve|relay``: run the HTTP API or the outbox relay."""
+"""``depot-upload serve|relay|compensate``: run the HTTP API, the outbox relay or the compensation worker."""
 
 from __future__ import annotations
 
 import asyncio
 
 from depot_common.entrypoint import run_command, serve_http
-from depot_upload.bootstrap import build_app, run_relay
+from depot_upload.bootstrap import build_app, run_compensations, run_relay
 from depot_upload.settings import UploadSettings
 
 
@@ -17,6 +17,10 @@ def _relay(settings: UploadSettings) -> None:
     asyncio.run(run_relay(settings))
 
 
+def _compensate(settings: UploadSettings) -> None:
+    asyncio.run(run_compensations(settings))
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_command(
         argv,
@@ -26,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         commands={
             "serve": ("the upload HTTP API on DEPOT_HTTP_HOST:DEPOT_HTTP_PORT", _serve),
             "relay": ("publish the upload outbox to Kafka", _relay),
+            "compensate": ("execute the reconciler's upload compensations, purge the quarantine", _compensate),
         },
     )
 

@@ -13,8 +13,9 @@ from fastapi import FastAPI
 
 from depot_common import kafka
 from depot_common.auth import TokenVerifier
+from depot_common.consumer import EventConsumer, dlq_topic
 from depot_common.db import create_pool, migrate
-from depot_common.events import DOCUMENTS_TOPIC
+from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
@@ -24,8 +25,10 @@ from depot_common.web import create_app
 from depot_upload.api.routes import router
 from depot_upload.api.uploads import router as uploads_router
 from depot_upload.blobstore import S3BlobStore
+from depot_upload.compensations import INDEXER_TYPES, Compensations
+from depot_upload.compensations_repository import PostgresCompensations
 from depot_upload.faults import CrashPoints
-from depot_upload.presign_store import S3PresignStore
+from depot_upload.presign_store import S3CompensationObjects, S3PresignStore
 from depot_upload.presigned import PresignedUploads
 from depot_upload.repository import SCHEMA, PostgresDocuments
 from depot_upload.service import UploadService
@@ -109,3 +112,62 @@ async def run_relay(settings: UploadSettings) -> None:
             await run_until_signalled(relay.run())
     finally:
         await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple[EventConsumer, Compensations]]:
+    """The started consumer of upload-api's compensations (and the handlers, for the purge); stopped on exit."""
+    pool = await create_pool(settings.database_url, max_size=4)
+    try:
+        await migrate(pool, SCHEMA, MIGRATIONS)
+        await kafka.ensure_topics(
+            settings.kafka_servers,
+            {
+                COMPENSATIONS_TOPIC: settings.documents_partitions,
+                dlq_topic(COMPENSATIONS_TOPIC, settings.compensations_group): 1,
+            },
+        )
+        async with s3_client(settings) as s3:
+            compensations = Compensations(
+                PostgresCompensations(pool, upload_ttl=settings.upload_ttl),
+                S3CompensationObjects(s3, bucket=settings.s3_bucket),
+                quarantine_retention=settings.quarantine_retention,
+            )
+            producer = kafka.make_producer(settings.kafka_servers)
+            consumer = kafka.make_consumer(
+                settings.kafka_servers,
+                COMPENSATIONS_TOPIC,
+                group_id=settings.compensations_group,
+                session_timeout_ms=settings.consumer_session_timeout * 1000,
+                heartbeat_interval_ms=settings.consumer_session_timeout * 1000 // 5,
+            )
+            await producer.start()
+            try:
+                await consumer.start()
+                try:
+                    events = EventConsumer(
+                        consumer=consumer,
+                        producer=producer,
+                        pool=pool,
+                        schema=SCHEMA,
+                        group=settings.compensations_group,
+                        handlers=compensations.handlers(),
+                        ignored_types=INDEXER_TYPES,
+                    )
+                    yield events, compensations
+                finally:
+                    await consumer.stop()
+            finally:
+                await producer.stop()
+    finally:
+        await pool.close()
+
+
+async def run_compensations(settings: UploadSettings) -> None:
+    """Execute upload-api's compensations and purge the quarantine until SIGINT/SIGTERM."""
+    ops = ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title="Depot compensation worker")
+    async with compensation_consumer(settings) as (events, compensations), ops:
+        purge = every(settings.quarantine_purge_interval, compensations.purge_quarantine, name="quarantine.purge")
+        async with background_task(purge):
+            log.info("compensations.started", group=settings.compensations_group)
+            await run_until_signalled(events.run(), on_signal=events.stop)

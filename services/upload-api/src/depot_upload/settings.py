@@ -23,4 +23,10 @@ class UploadSettings(DepotSettings):
     download_url_ttl: int = Field(default=300, gt=0, description="seconds a presigned download URL lives")
     batch_max_files: int = Field(default=100, gt=0, description="files accepted by one batch upload")
     idempotency_retention: int = Field(default=86400, gt=0, description="seconds Idempotency-Key records are kept")
+    quarantine_retention: int = Field(
+        default=7 * 24 * 3600, gt=0, description="seconds quarantined orphan objects are kept before the purge"
+    )
+    quarantine_purge_interval: int = Field(default=3600, gt=0, description="seconds between quarantine purges")
+    compensations_group: str = "depot-upload-compensations"
+    consumer_session_timeout: int = Field(default=10, gt=0, description="seconds, Kafka consumer session")
     crash_at: CrashPoint | None = Field(default=None, description="fault injection for tests only")

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
-from benchmarks import memory, report, upload
+from benchmarks import indexer, memory, pipeline, relay, report, upload
 from benchmarks.report import Result
 from benchmarks.stack import Stack, running_stack
 from depot_devstack.servers import StackError
@@ -33,7 +33,13 @@ class Benchmark(Protocol):
     def __call__(self, stack: Stack, *, quick: bool) -> Coroutine[Any, Any, Result]: ...
 
 
-BENCHMARKS: dict[str, Benchmark] = {upload.NAME: upload.run, memory.NAME: memory.run}
+BENCHMARKS: dict[str, Benchmark] = {
+    upload.NAME: upload.run,
+    memory.NAME: memory.run,
+    relay.NAME: relay.run,
+    indexer.NAME: indexer.run,
+    pipeline.NAME: pipeline.run,
+}
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
 
 

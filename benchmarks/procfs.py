@@ -36,6 +36,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
+def cpu_seconds_if_alive(pids: list[int]) -> dict[int, float]:
+    """:func:`cpu_seconds` of each of ``pids`` still running."""
+    result = {}
+    for pid in pids:
+        try:
+            result[pid] = cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return result
+
+
 def machine_busy_seconds() -> float:
     """CPU time the whole machine spent not idle (summed over cores)."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

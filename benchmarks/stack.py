@@ -1,8 +1,11 @@
-"""The servers a benchmark run uses, started once, and upload API processes on them.
+"""The servers a benchmark run uses, started once, and Depot service processes on them.
 
 PostgreSQL (a fresh database, dropped at the end), a tansu broker and a moto S3 server
-come from ``depot_devstack.servers``, the same code ``make dev`` and the tests use. Every
-process is stopped by its pid when the run ends, whatever way it ends.
+come from ``depot_devstack.servers``, the same code ``make dev`` and the tests use. Service
+processes (upload API, outbox relay, indexer, search API) are started with the commands
+``make dev`` runs; a benchmark may give them a database of its own
+(:meth:`Stack.database`). Every process is stopped by its pid when the run ends, whatever
+way it ends.
 """
 
 from __future__ import annotations
@@ -33,6 +36,26 @@ READY_TIMEOUT = 60.0
 
 
 @dataclass
+class Service:
+    """A running Depot service process; ``url`` is set for the HTTP ones."""
+
+    name: str
+    process: servers.ManagedProcess
+    url: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        """Raise when the process has exited (a benchmark waiting on it would wait forever)."""
+        if not self.process.alive():
+            raise servers.StackError(
+                f"{self.name} exited with code {self.process.popen.returncode}; see {self.process.log_path}"
+            )
+
+
+@dataclass
 class Api:
     """A running upload API process."""
 
@@ -53,26 +76,34 @@ class Stack:
     """Servers for one benchmark run: PostgreSQL database, Kafka protocol, S3 protocol."""
 
     log_dir: Path
+    admin_url: str
     database_url: str
     kafka_bootstrap: str
+    kafka_process: servers.ManagedProcess
     s3_endpoint: str
     s3_process: servers.ManagedProcess
     bucket: str = "depot-bench"
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     access_key: str = "depot-bench"
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    _api_count: int = 0
+    _process_count: int = 0
+    databases: list[str] = field(default_factory=list)
+    """Names of the databases :meth:`database` created (dropped again at the end of the run)."""
 
     @property
     def s3_pid(self) -> int:
         return self.s3_process.pid
 
-    def env(self) -> dict[str, str]:
-        """The environment an upload API process of this run gets (plus ``PATH`` etc.)."""
+    @property
+    def kafka_pid(self) -> int:
+        return self.kafka_process.pid
+
+    def env(self, database_url: str | None = None) -> dict[str, str]:
+        """The environment a service process of this run gets (plus ``PATH`` etc.)."""
         inherited = {key: value for key, value in os.environ.items() if not key.startswith("DEPOT_")}
         return {
             **inherited,
-            "DEPOT_DATABASE_URL": self.database_url,
+            "DEPOT_DATABASE_URL": database_url or self.database_url,
             "DEPOT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "DEPOT_S3_ENDPOINT": self.s3_endpoint,
             "DEPOT_S3_BUCKET": self.bucket,
@@ -100,29 +131,95 @@ class Stack:
             yield client
 
     @contextlib.asynccontextmanager
-    async def api(self, python_args: Sequence[str] = (), **overrides: str) -> AsyncIterator[Api]:
-        """Start ``python [python_args] -m depot_upload serve`` with ``DEPOT_<NAME>`` overrides; stop it after.
+    async def database(self) -> AsyncIterator[str]:
+        """A fresh empty database on the run's server (its URL), dropped after the block.
 
-        ``python_args`` run it under a tool, e.g. ``["-m", "cProfile", "-o", path]``.
+        Benchmarks that start their own services use one, so what earlier benchmarks left
+        behind (an unpublished outbox, index entries) cannot leak into their figures.
         """
-        self._api_count += 1
-        port = servers.free_port()
-        env = self.env() | {f"DEPOT_{key.upper()}": value for key, value in overrides.items()}
-        env["DEPOT_HTTP_PORT"] = str(port)
+        self._process_count += 1
+        name = f"{self.database_url.rsplit('/', 1)[1]}_{self._process_count}"
+        self.databases.append(name)
+        url = await asyncio.to_thread(servers.recreate_database, self.admin_url, name)
+        try:
+            yield url
+        finally:
+            await asyncio.to_thread(servers.drop_database, self.admin_url, name)
+
+    @contextlib.asynccontextmanager
+    async def service(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        http: bool = False,
+        python_args: Sequence[str] = (),
+        database_url: str | None = None,
+        **overrides: str,
+    ) -> AsyncIterator[Service]:
+        """Start ``python [python_args] ARGS`` (e.g. ``-m depot_indexer consume``) with ``DEPOT_<NAME>`` overrides.
+
+        ``http`` ones get a free port and are waited for until ``/readyz`` answers 200; the
+        process is stopped after the block. ``python_args`` run it under a tool, e.g.
+        ``["-m", "cProfile", "-o", path]``.
+        """
+        self._process_count += 1
+        env = self.env(database_url) | {f"DEPOT_{key.upper()}": value for key, value in overrides.items()}
+        url = ""
+        if http:
+            port = servers.free_port()
+            env["DEPOT_HTTP_PORT"] = str(port)
+            url = f"http://127.0.0.1:{port}"
         process = servers.spawn(
-            "upload-api",
-            [sys.executable, *python_args, "-m", "depot_upload", "serve"],
+            name,
+            [sys.executable, *python_args, *args],
             env=env,
-            log_path=self.log_dir / f"upload-api-{self._api_count}.log",
+            log_path=self.log_dir / f"{name}-{self._process_count}.log",
         )
         try:
-            url = f"http://127.0.0.1:{port}"
-            await _wait_ready(url, process)
-            yield Api(url=url, process=process, token=mint_token(self.jwt_secret, "bench", ttl=3600))
+            service = Service(name=name, process=process, url=url)
+            if http:
+                await _wait_ready(service)
+            yield service
         finally:
             if python_args:
                 await asyncio.to_thread(_interrupt, process)
             await asyncio.to_thread(process.stop)
+
+    @contextlib.asynccontextmanager
+    async def api(
+        self, python_args: Sequence[str] = (), database_url: str | None = None, **overrides: str
+    ) -> AsyncIterator[Api]:
+        """Start ``python [python_args] -m depot_upload serve`` with ``DEPOT_<NAME>`` overrides; stop it after.
+
+        ``python_args`` run it under a tool, e.g. ``["-m", "cProfile", "-o", path]``.
+        """
+        async with self.service(
+            "upload-api",
+            ["-m", "depot_upload", "serve"],
+            http=True,
+            python_args=python_args,
+            database_url=database_url,
+            **overrides,
+        ) as service:
+            yield Api(url=service.url, process=service.process, token=mint_token(self.jwt_secret, "bench", ttl=3600))
+
+
+@contextlib.asynccontextmanager
+async def together(*managers: contextlib.AbstractAsyncContextManager[Any]) -> AsyncIterator[list[Any]]:
+    """Enter ``managers`` concurrently (start several processes at once); exit every one after.
+
+    When one fails to enter, those that did are exited before the error propagates.
+    """
+    async with contextlib.AsyncExitStack() as exits:
+        entered = await asyncio.gather(*(manager.__aenter__() for manager in managers), return_exceptions=True)
+        for manager, value in zip(managers, entered, strict=True):
+            if not isinstance(value, BaseException):
+                exits.push_async_exit(manager.__aexit__)
+        for value in entered:
+            if isinstance(value, BaseException):
+                raise value
+        yield list(entered)
 
 
 def _interrupt(process: servers.ManagedProcess, grace: float = 30.0) -> None:
@@ -134,33 +231,30 @@ def _interrupt(process: servers.ManagedProcess, grace: float = 30.0) -> None:
         process.popen.wait(grace)
 
 
-async def _wait_ready(url: str, process: servers.ManagedProcess) -> None:
+async def _wait_ready(service: Service) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
-            if not process.alive():
-                raise servers.StackError(
-                    f"upload API exited with code {process.popen.returncode}; see {process.log_path}"
-                )
+            service.check_alive()
             with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url + "/readyz")).status_code == 200:
+                if (await client.get(service.url + "/readyz")).status_code == 200:
                     return
             await asyncio.sleep(0.1)
-    raise servers.StackError(f"upload API not ready within {READY_TIMEOUT:.0f} s; see {process.log_path}")
+    raise servers.StackError(f"{service.name} not ready within {READY_TIMEOUT:.0f} s; see {service.process.log_path}")
 
 
 # servers.start_tansu/start_moto leave their process running when it never gets ready (or
 # on Ctrl-C while waiting): these register the stop before waiting.
 
 
-def _start_tansu(cleanup: contextlib.ExitStack, log_dir: Path) -> str:
+def _start_tansu(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[servers.ManagedProcess, str]:
     port = servers.free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [servers.tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
     process = servers.spawn("kafka", argv, log_path=log_dir / "kafka.log")
     cleanup.callback(process.stop)
     servers.wait_until(lambda: servers.port_open("127.0.0.1", port), timeout=30, what="tansu", process=process)
-    return f"127.0.0.1:{port}"
+    return process, f"127.0.0.1:{port}"
 
 
 def _start_moto(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[servers.ManagedProcess, str]:
@@ -180,6 +274,11 @@ def _start_moto(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[servers.M
     return process, endpoint
 
 
+def _drop_all(admin_url: str, names: list[str]) -> None:
+    for name in names:
+        servers.drop_database(admin_url, name)
+
+
 @contextlib.contextmanager
 def running_stack() -> Iterator[Stack]:
     """Start the servers (and a fresh database); stop and drop them all on exit.
@@ -197,16 +296,20 @@ def running_stack() -> Iterator[Stack]:
             name = f"depot_bench_{secrets.token_hex(4)}"
             cleanup.callback(servers.drop_database, admin_url, name)
             database_url = servers.recreate_database(admin_url, name)
-            bootstrap = _start_tansu(cleanup, log_dir)
+            kafka, bootstrap = _start_tansu(cleanup, log_dir)
             s3, endpoint = _start_moto(cleanup, log_dir)
+            stack = Stack(
+                log_dir=log_dir,
+                admin_url=admin_url,
+                database_url=database_url,
+                kafka_bootstrap=bootstrap,
+                kafka_process=kafka,
+                s3_endpoint=endpoint,
+                s3_process=s3,
+            )
+            cleanup.callback(_drop_all, admin_url, stack.databases)  # those an interrupted benchmark left
             try:
-                yield Stack(
-                    log_dir=log_dir,
-                    database_url=database_url,
-                    kafka_bootstrap=bootstrap,
-                    s3_endpoint=endpoint,
-                    s3_process=s3,
-                )
+                yield stack
             except KeyboardInterrupt:
                 clean = True  # stopped on purpose: the logs explain nothing
                 raise

@@ -124,7 +124,8 @@ async def _throughput(stack: Stack, database_url: str, steps: Plan) -> tuple[dic
     pids = {"client": os.getpid(), "kafka": stack.kafka_pid}
     conn = await asyncpg.connect(database_url)  # jsonb as text: what COPY takes
     producer = make_producer(bootstrap)
-    await producer.start()
+    relay_producer = make_producer(bootstrap, linger_ms=0)  # as `depot-upload relay` builds it
+    await asyncio.gather(producer.start(), relay_producer.start())
     try:
         await conn.execute(f"CREATE SCHEMA {SCHEMA}")
         for statement in outbox_ddl(SCHEMA):
@@ -139,11 +140,11 @@ async def _throughput(stack: Stack, database_url: str, steps: Plan) -> tuple[dic
                 database_url=database_url,
             )
             await _fill(conn, rows)
-            relayed = await _drain_with_relay(conn, database_url, producer, batch_size, pids, len(rows))
+            relayed = await _drain_with_relay(conn, database_url, relay_producer, batch_size, pids, len(rows))
             phases[batch_size] = {"raw": raw, "relay": relayed}
         await conn.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
     finally:
-        await producer.stop()
+        await asyncio.gather(producer.stop(), relay_producer.stop())
         await conn.close()
     return phases, round(sum(len(message.value) for message in messages) / len(messages))
 

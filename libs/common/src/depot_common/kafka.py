@@ -33,6 +33,7 @@ def make_consumer(bootstrap: list[str], *topics: str, group_id: str, **overrides
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": 500,
+        "fetch_max_wait_ms": 50,  # an idle consumer sees a new event within ~50 ms on any broker
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, **options)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any
 
 import asyncpg
@@ -143,7 +142,7 @@ class OutboxRelay:
     async def publish_batch(self, conn: asyncpg.Connection) -> int:
         """Send one batch in id order, wait for every ack, then mark it published."""
         rows = await conn.fetch(
-            f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox"
+            f"SELECT id, topic, key, value::text AS value, headers FROM {self.schema}.outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT $1",
             self._batch_size,
         )
@@ -153,7 +152,7 @@ class OutboxRelay:
             futures = [
                 await self._producer.send(
                     row["topic"],
-                    value=_json_bytes(row["value"]),
+                    value=row["value"].encode(),  # the stored JSON text, sent as is
                     key=row["key"].encode(),
                     headers=[(name, str(value).encode()) for name, value in row["headers"].items()],
                 )
@@ -182,6 +181,3 @@ class OutboxRelay:
         )
         log.debug("outbox.retention", schema=self.schema, result=deleted)
 
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()

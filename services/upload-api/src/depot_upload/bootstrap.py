@@ -97,7 +97,7 @@ async def run_relay(settings: UploadSettings) -> None:
     finally:
         await pool.close()
     await kafka.ensure_topics(settings.kafka_servers, {DOCUMENTS_TOPIC: settings.documents_partitions})
-    producer = kafka.make_producer(settings.kafka_servers)
+    producer = kafka.make_producer(settings.kafka_servers, linger_ms=0)  # the relay sends whole batches itself
     await producer.start()
     relay = OutboxRelay(
         dsn=settings.database_url,

@@ -45,7 +45,8 @@ SERVICES = [
     ("search-api", ["-m", "depot_indexer", "serve"]),
     ("indexer", ["-m", "depot_indexer", "consume"]),
     ("compensations", ["-m", "depot_upload", "compensate"]),
-    ("reconcile-relay", ["-m", "depot_reconciler.cli", "relay"]),
+    ("reconcile-relay", ["-m", "depot_reconciler", "relay"]),
+    ("reconciler", ["-m", "depot_reconciler", "serve"]),
 ]
 
 
@@ -109,8 +110,9 @@ class DevStack:
         env.update({k: v for k, v in given.items() if k not in {"DEPOT_KAFKA_BOOTSTRAP", "DEPOT_S3_ENDPOINT"}})
         env["DEPOT_API_URL"] = f"http://127.0.0.1:{api_port}"
         env["DEPOT_SEARCH_URL"] = f"http://127.0.0.1:{search_port}"
-        env["DEPOT_RECONCILER_URL"] = f"http://127.0.0.1:{given.get('DEPOT_RECONCILER_PORT', '8002')}"
-        ports = {"upload-api": api_port, "search-api": search_port}
+        reconciler_port = int(given.get("DEPOT_RECONCILER_PORT", "8002"))
+        env["DEPOT_RECONCILER_URL"] = f"http://127.0.0.1:{reconciler_port}"
+        ports = {"upload-api": api_port, "search-api": search_port, "reconciler": reconciler_port}
         for name, args in SERVICES:
             child_env = {**os.environ, **env}
             if name in ports:
@@ -122,7 +124,11 @@ class DevStack:
             threading.Thread(
                 target=_tee, args=(process, name, self.log_dir / f"{name}.log", self.quiet), daemon=True
             ).start()
-        for name, url in (("upload API", env["DEPOT_API_URL"]), ("search API", env["DEPOT_SEARCH_URL"])):
+        for name, url in (
+            ("upload API", env["DEPOT_API_URL"]),
+            ("search API", env["DEPOT_SEARCH_URL"]),
+            ("reconciler", env["DEPOT_RECONCILER_URL"]),
+        ):
             wait_until(lambda url=url: _http_ok(url + "/readyz"), timeout=60, what=name)  # type: ignore[misc]
         self._write_env(env)
         (self.state_dir / "pids").write_text("".join(f"{p.name} {p.pid}\n" for p in self.processes))
@@ -158,6 +164,7 @@ def _banner(env: dict[str, str], state_dir: Path) -> str:
 Depot is running.
   upload API   {api}      (docs: {api}/docs)
   search API   {search}
+  reconciler   {env["DEPOT_RECONCILER_URL"]}
   Kafka        {env["DEPOT_KAFKA_BOOTSTRAP"]}
   S3           {env["DEPOT_S3_ENDPOINT"]}  bucket {env["DEPOT_S3_BUCKET"]}
   PostgreSQL   {env["DEPOT_DATABASE_URL"]}

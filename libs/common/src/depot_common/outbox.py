@@ -180,4 +180,3 @@ class OutboxRelay:
             float(self._retention),
         )
         log.debug("outbox.retention", schema=self.schema, result=deleted)
-

@@ -62,8 +62,26 @@ class ApplyError(RuntimeError):
     """The run cannot be applied (unknown, not planned)."""
 
 
+class RunNotFound(ApplyError):
+    """No run has this id."""
+
+
+class RunNotPlanned(ApplyError):
+    """The run is not ``planned`` (still running, already applied, or failed)."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class SafetyStop(ApplyError):
     """The plan would touch more than the allowed share of the objects or documents."""
+
+    def __init__(self, message: str, *, actionable: int = 0, population: int = 0, max_fraction: float = 0.0) -> None:
+        super().__init__(message)
+        self.actionable = actionable
+        self.population = population
+        self.max_fraction = max_fraction
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +184,36 @@ async def stake(conn: Connection, run: repository.Run) -> tuple[int, int]:
     return actionable, max(objects, documents)
 
 
+async def preflight(
+    conn: Connection, *, run_id: uuid.UUID, max_fraction: float, force: bool = False
+) -> tuple[repository.Run, int, int]:
+    """The run, the findings to act on and the population, if the run may be applied now.
+
+    Raises ``RunNotFound``, ``RunNotPlanned`` or (unless ``force``) ``SafetyStop``.
+    """
+    run = await repository.get_run(conn, run_id)
+    if run is None:
+        raise RunNotFound(f"no reconcile run {run_id}")
+    if run.status != "planned":
+        raise RunNotPlanned(f"run {run_id} is {run.status}, not planned", status=run.status)
+    actionable, population = await stake(conn, run)
+    if actionable > max_fraction * population:
+        reason = (
+            f"the plan would act on {actionable} of {population} objects or documents,"
+            f" more than DEPOT_RECONCILE_MAX_FRACTION={max_fraction}"
+        )
+        if not force:
+            log.warning("reconcile.apply.safety_stop", run_id=str(run_id), actionable=actionable, population=population)
+            raise SafetyStop(
+                f"{reason}: review the plan and use --force",
+                actionable=actionable,
+                population=population,
+                max_fraction=max_fraction,
+            )
+        log.warning("reconcile.apply.forced", run_id=str(run_id), actionable=actionable, population=population)
+    return run, actionable, population
+
+
 async def apply_plan(
     conn: Connection,
     s3: Any,
@@ -177,22 +225,25 @@ async def apply_plan(
     page_size: int = 500,
 ) -> ApplyResult:
     """Act on the findings of planned run ``run_id``; ``conn`` must hold the run lock."""
-    run = await repository.get_run(conn, run_id)
-    if run is None:
-        raise ApplyError(f"no reconcile run {run_id}")
-    if run.status != "planned":
-        raise ApplyError(f"run {run_id} is {run.status}, not planned")
-    actionable, population = await stake(conn, run)
-    if actionable > max_fraction * population:
-        reason = (
-            f"the plan would act on {actionable} of {population} objects or documents,"
-            f" more than DEPOT_RECONCILE_MAX_FRACTION={max_fraction}"
-        )
-        if not force:
-            log.warning("reconcile.apply.safety_stop", run_id=str(run_id), actionable=actionable, population=population)
-            raise SafetyStop(f"{reason}: review the plan and use --force")
-        log.warning("reconcile.apply.forced", run_id=str(run_id), actionable=actionable, population=population)
+    run, actionable, population = await preflight(conn, run_id=run_id, max_fraction=max_fraction, force=force)
     await repository.set_status(conn, run_id, "applying")
+    return await execute_plan(
+        conn, s3, bucket=bucket, run=run, actionable=actionable, population=population, page_size=page_size
+    )
+
+
+async def execute_plan(
+    conn: Connection,
+    s3: Any,
+    *,
+    bucket: str,
+    run: repository.Run,
+    actionable: int,
+    population: int,
+    page_size: int = 500,
+) -> ApplyResult:
+    """The acting half of ``apply_plan``: ``run`` passed ``preflight`` and is marked ``applying``."""
+    run_id = run.id
     log.info("reconcile.apply.started", run_id=str(run_id))
     emitted: dict[str, int] = {}
     skipped: dict[str, int] = {}

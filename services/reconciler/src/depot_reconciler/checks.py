@@ -132,7 +132,9 @@ def classify_pair(obj: ObjectInfo | None, doc: DocumentInfo | None, limits: Limi
         findings.append(Finding(ORPHAN_OBJECT, obj.key, details))
     if doc is None:
         return findings
-    if doc.status == "stored" and (obj is None or obj.size != doc.size_bytes):
+    # A document changed after the run started may have been listed before its object was
+    # written (the listing and the pages interleave): the next run judges it.
+    if doc.status == "stored" and doc.updated_at <= limits.now and (obj is None or obj.size != doc.size_bytes):
         details = {
             **_document_state(doc),
             "object_key": doc.object_key,

@@ -3,7 +3,8 @@
 ``run`` is a dry run unless ``--apply``: it scans, persists the plan, prints a summary
 (a table by class, or ``--json``) and exits 0 when consistent, 1 when findings exist,
 2 on error (bad settings, unreachable database or bucket, another run in progress).
-``relay`` publishes the compensations ``--apply`` wrote to ``reconcile.outbox``.
+``serve`` runs the ops HTTP API and the scheduled runs; ``relay`` publishes the
+compensations ``--apply`` wrote to ``reconcile.outbox``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="apply even past DEPOT_RECONCILE_MAX_FRACTION")
     run.add_argument("--check", action="append", choices=CHECKS, metavar="NAME", help="run only these checks")
     run.add_argument("--json", action="store_true", help="machine-readable output")
+    commands.add_parser(
+        "serve",
+        help="the ops HTTP API on DEPOT_HTTP_HOST:DEPOT_HTTP_PORT, and a run every DEPOT_RECONCILE_INTERVAL",
+        description="POST /v1/reconcile, POST /v1/reconcile/runs/{id}/apply, GET /v1/reconcile/runs[/{id}] (admin).",
+    )
     commands.add_parser(
         "relay",
         help="publish the reconcile outbox (compensations) to Kafka until SIGINT/SIGTERM",
@@ -172,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # load_settings already wrote the one line naming the setting
         return int(stop.code) if isinstance(stop.code, int) else EXIT_ERROR
     configure_logging(settings.log_format, settings.log_level, service=f"reconciler.{args.command}")
+    if args.command == "serve":
+        from depot_common.entrypoint import serve_http
+        from depot_reconciler.server import build_app
+
+        serve_http(build_app(settings), host=settings.http_host, port=settings.http_port)
+        return EXIT_CONSISTENT
     if args.command == "relay":
         asyncio.run(run_relay(settings))
         return EXIT_CONSISTENT

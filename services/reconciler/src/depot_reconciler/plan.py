@@ -90,16 +90,20 @@ async def make_plan(
     checks: Collection[str] | None = None,
     apply: bool = False,
     on_progress: Callable[[ScanProgress], None] | None = None,
+    run_id: uuid.UUID | None = None,
 ) -> PlanResult:
     """Scan, persist the run and its findings (status ``planned``), and return the counts.
 
     ``conn`` (the one holding ``run_lock``) writes the run; ``pool`` serves the scan's reads.
+    ``run_id`` names a ``running`` run the caller already created (the HTTP API answers
+    with its id before the scan starts); without it the run is created here.
     """
     chosen = selected_checks(checks)
-    run_id = uuid.uuid4()
+    if run_id is None:
+        run_id = uuid.uuid4()
+        await repository.create_run(conn, run_id=run_id, apply=apply, checks=chosen)
     now: datetime = await conn.fetchval("SELECT now()")
     limits = limits_for(settings, now)
-    await repository.create_run(conn, run_id=run_id, apply=apply, checks=chosen)
     log.info("reconcile.run.started", run_id=str(run_id), checks=list(chosen), apply=apply)
     started = asyncio.get_running_loop().time()
     counts = dict.fromkeys(chosen, 0)

@@ -142,3 +142,17 @@ async def audit(
         reason,
         event_id,
     )
+
+
+async def list_runs(conn: Connection, *, limit: int, after: tuple[datetime, uuid.UUID] | None = None) -> list[Run]:
+    """One keyset page of runs, newest first; ``after`` is the last ``(started_at, id)`` seen."""
+    if after is None:
+        rows = await conn.fetch("SELECT * FROM reconcile.runs ORDER BY started_at DESC, id DESC LIMIT $1", limit)
+    else:
+        rows = await conn.fetch(
+            "SELECT * FROM reconcile.runs WHERE (started_at, id) < ($1, $2) ORDER BY started_at DESC, id DESC LIMIT $3",
+            after[0],
+            after[1],
+            limit,
+        )
+    return [_run(row) for row in rows]

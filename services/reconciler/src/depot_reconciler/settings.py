@@ -14,7 +14,8 @@ class ReconcilerSettings(DepotSettings):
     reconcile_outbox_allowance: int = Field(default=300, ge=0, description="seconds an event may stay unpublished")
     reconcile_max_fraction: float = Field(default=0.05, gt=0, le=1, description="safety stop share of the bucket")
     quarantine_retention: int = Field(default=7 * 24 * 3600, gt=0, description="seconds quarantined objects are kept")
-    reconcile_interval: int = Field(default=3600, gt=0, description="seconds between scheduled runs")
+    reconcile_interval: int = Field(default=3600, ge=0, description="seconds between scheduled runs (0: none)")
+    reconcile_schedule_apply: bool = Field(default=False, description="scheduled runs apply their plan")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8002, gt=0, lt=65536)
     relay_batch_size: int = Field(default=500, gt=0)

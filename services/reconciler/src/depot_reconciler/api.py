@@ -1,0 +1,166 @@
+"""The reconciler's HTTP API (SPEC §7): start runs, apply reviewed plans, read runs (admin only)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from depot_common.errors import BadRequest, Conflict, NotFound, Unprocessable
+from depot_common.web import AdminPrincipal
+from depot_reconciler import repository
+from depot_reconciler.apply import RunNotFound, RunNotPlanned, SafetyStop
+from depot_reconciler.plan import RunInProgress
+from depot_reconciler.runner import Reconciler
+
+router = APIRouter(prefix="/v1/reconcile", tags=["reconcile"])
+
+
+class ReconcileRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    apply: bool = False
+    checks: list[str] | None = None
+    force: bool = False
+
+
+class ApplyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    force: bool = False
+
+
+def _reconciler(request: Request) -> Reconciler:
+    reconciler: Reconciler = request.app.state.reconciler
+    return reconciler
+
+
+def _in_progress(error: RunInProgress) -> Conflict:
+    return Conflict(str(error), code="run_in_progress")
+
+
+def encode_runs_cursor(run: repository.Run) -> str:
+    raw = json.dumps({"t": run.started_at.isoformat(), "i": str(run.id)}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_runs_cursor(value: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        return datetime.fromisoformat(raw["t"]), uuid.UUID(raw["i"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
+
+
+def _run_json(run: repository.Run) -> dict[str, Any]:
+    findings: dict[str, int] = run.counts.get("findings", {})
+    return {
+        "id": str(run.id),
+        "status": run.status,
+        "apply": run.apply,
+        "checks": run.checks,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "counts": findings,
+        "total": sum(findings.values()),
+        "scanned": run.counts.get("scanned"),
+        "applied": run.counts.get("applied"),
+        "error": run.error,
+    }
+
+
+@router.post("", status_code=202, summary="Start a run (dry run unless apply); it executes in the background.")
+async def start_run(_: AdminPrincipal, request: Request, body: ReconcileRequest | None = None) -> JSONResponse:
+    body = body or ReconcileRequest()
+    try:
+        run_id, _task = await _reconciler(request).start(apply=body.apply, checks=body.checks, force=body.force)
+    except ValueError as error:
+        raise Unprocessable(str(error), code="unknown_check") from None
+    except RunInProgress as error:
+        raise _in_progress(error) from None
+    return JSONResponse({"run_id": str(run_id)}, status_code=202, headers={"Location": f"/v1/reconcile/runs/{run_id}"})
+
+
+@router.post("/runs/{run_id}/apply", status_code=202, summary="Apply a reviewed plan in the background.")
+async def apply_run(
+    _: AdminPrincipal, request: Request, run_id: uuid.UUID, body: ApplyRequest | None = None
+) -> JSONResponse:
+    body = body or ApplyRequest()
+    try:
+        await _reconciler(request).apply(run_id, force=body.force)
+    except RunInProgress as error:
+        raise _in_progress(error) from None
+    except RunNotFound as error:
+        raise NotFound(str(error)) from None
+    except RunNotPlanned as error:
+        code = "already_applied" if error.status in {"applying", "applied"} else "not_planned"
+        raise Conflict(str(error), code=code, status=error.status) from None
+    except SafetyStop as stop:
+        raise Conflict(
+            str(stop),
+            code="safety_stop",
+            actionable=stop.actionable,
+            population=stop.population,
+            max_fraction=stop.max_fraction,
+        ) from None
+    return JSONResponse({"run_id": str(run_id), "status": "applying"}, status_code=202)
+
+
+@router.get("/runs", summary="Runs, newest first (keyset pagination).")
+async def list_runs(
+    _: AdminPrincipal,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> dict[str, Any]:
+    after = decode_runs_cursor(cursor) if cursor else None
+    async with _reconciler(request).pool.acquire() as conn:
+        runs = await repository.list_runs(conn, limit=limit + 1, after=after)
+    page = runs[:limit]
+    return {
+        "items": [_run_json(run) for run in page],
+        "next_cursor": encode_runs_cursor(page[-1]) if len(runs) > limit else None,
+    }
+
+
+@router.get("/runs/{run_id}", summary="One run: status, counts per class, and a page of its findings.")
+async def get_run(
+    _: AdminPrincipal,
+    request: Request,
+    run_id: uuid.UUID,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    findings_cursor: Annotated[str | None, Query(max_length=32)] = None,
+) -> dict[str, Any]:
+    after = 0
+    if findings_cursor:
+        if not findings_cursor.isdigit():
+            raise BadRequest("findings_cursor is not one this API returned", code="invalid_cursor")
+        after = int(findings_cursor)
+    async with _reconciler(request).pool.acquire() as conn:
+        run = await repository.get_run(conn, run_id)
+        if run is None:
+            raise NotFound(f"no reconcile run {run_id}")
+        findings = await repository.findings_page(conn, run_id, after=after, limit=limit + 1)
+    page = findings[:limit]
+    return {
+        **_run_json(run),
+        "findings": [
+            {
+                "id": finding.id,
+                "check": finding.check,
+                "subject": finding.subject,
+                "details": finding.details,
+                "action": finding.action,
+                "outcome": finding.outcome,
+            }
+            for finding in page
+        ],
+        "next_findings_cursor": str(page[-1].id) if len(findings) > limit else None,
+    }

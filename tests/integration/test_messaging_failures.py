@@ -302,3 +302,4 @@ async def test_workers_serve_health_readiness_and_metrics(
         finally:
             process.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(process.wait, 15) == 0, (tmp_path / f"{command}.log").read_text()
+            assert "Traceback" not in (tmp_path / f"{command}.log").read_text(), "a clean stop logs no error"

@@ -7,6 +7,7 @@ routes every HTTP service has, from the worker's own event loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -16,7 +17,6 @@ from fastapi import FastAPI
 
 from depot_common.db import create_pool
 from depot_common.health import dependency_checks
-from depot_common.lifecycle import background_task
 from depot_common.s3 import s3_client
 from depot_common.settings import DepotSettings
 from depot_common.web import create_app
@@ -60,6 +60,12 @@ async def ops_endpoints(settings: DepotSettings, *, port: int, host: str, title:
         return
     config = uvicorn.Config(ops_app(settings, title=title), host=host, port=port, log_config=None, access_log=False)
     server = _WorkerServer(config)
-    async with background_task(server.serve()):
+    task = asyncio.ensure_future(server.serve())
+    try:
         yield
-        server.should_exit = True
+    finally:
+        server.should_exit = True  # a graceful stop: uvicorn closes its lifespan itself
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 5)
+        except TimeoutError:
+            task.cancel()

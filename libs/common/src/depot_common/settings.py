@@ -32,6 +32,11 @@ class DepotSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     allowed_origins: Annotated[list[str], NoDecode] = []
+    http_host: str = "127.0.0.1"
+    # the outbox relay of the services that own an outbox (upload-api, reconciler)
+    relay_batch_size: int = Field(default=500, gt=0)
+    relay_poll_interval: int = Field(default=1, gt=0, description="seconds between outbox polls")
+    outbox_retention: int = Field(default=3600, ge=0, description="seconds published events are kept")
     ops_port: int = Field(default=0, ge=0, lt=65536, description="worker processes: /healthz, /readyz, /metrics")
 
     @field_validator("database_url")

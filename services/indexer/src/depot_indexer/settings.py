@@ -10,7 +10,6 @@ from depot_common.settings import MIB, DepotSettings
 class IndexerSettings(DepotSettings):
     """Configuration of ``depot-indexer serve|consume`` (SPEC §2, §6)."""
 
-    http_host: str = "127.0.0.1"
     http_port: int = Field(default=8001, gt=0, lt=65536)
     consumer_group: str = Field(default="depot-indexer", min_length=1)
     index_max_object_bytes: int = Field(

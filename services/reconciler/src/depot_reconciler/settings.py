@@ -16,10 +16,6 @@ class ReconcilerSettings(DepotSettings):
     quarantine_retention: int = Field(default=7 * 24 * 3600, gt=0, description="seconds quarantined objects are kept")
     reconcile_interval: int = Field(default=3600, ge=0, description="seconds between scheduled runs (0: none)")
     reconcile_schedule_apply: bool = Field(default=False, description="scheduled runs apply their plan")
-    http_host: str = "127.0.0.1"
     http_port: int = Field(default=8002, gt=0, lt=65536)
-    relay_batch_size: int = Field(default=500, gt=0)
-    relay_poll_interval: int = Field(default=1, gt=0, description="seconds between outbox polls")
-    outbox_retention: int = Field(default=3600, ge=0, description="seconds published events are kept")
     compensations_partitions: int = Field(default=6, gt=0)
     page_size: int = Field(default=1000, gt=0, le=1000, description="rows or objects read per page while scanning")

@@ -19,7 +19,7 @@ from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
-from depot_common.outbox import OutboxRelay
+from depot_common.relay_process import run_outbox_relay
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_common.web import create_app
 from depot_upload.api.routes import router
@@ -90,28 +90,15 @@ def build_app(settings: UploadSettings) -> FastAPI:
 
 
 async def run_relay(settings: UploadSettings) -> None:
-    """Publish the ``upload`` outbox until SIGINT/SIGTERM."""
-    pool = await create_pool(settings.database_url, max_size=2)
-    try:
-        await migrate(pool, SCHEMA, MIGRATIONS)
-    finally:
-        await pool.close()
-    await kafka.ensure_topics(settings.kafka_servers, {DOCUMENTS_TOPIC: settings.documents_partitions})
-    producer = kafka.make_producer(settings.kafka_servers, linger_ms=0)  # the relay sends whole batches itself
-    await producer.start()
-    relay = OutboxRelay(
-        dsn=settings.database_url,
+    """Publish the ``upload`` outbox to ``depot.documents.v1`` until SIGINT/SIGTERM."""
+    await run_outbox_relay(
+        settings,
         schema=SCHEMA,
-        producer=producer,
-        batch_size=settings.relay_batch_size,
-        poll_interval=settings.relay_poll_interval,
-        retention_seconds=settings.outbox_retention,
+        migrations=MIGRATIONS,
+        topic=DOCUMENTS_TOPIC,
+        partitions=settings.documents_partitions,
+        title="Depot outbox relay",
     )
-    try:
-        async with ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title="Depot outbox relay"):
-            await run_until_signalled(relay.run())
-    finally:
-        await producer.stop()
 
 
 @contextlib.asynccontextmanager

@@ -14,11 +14,7 @@ class UploadSettings(DepotSettings):
         default=3600, gt=0, le=7 * 24 * 3600, description="seconds a pending upload (and its presigned URLs) may live"
     )
     part_size: int = Field(default=8 * MIB, ge=5 * MIB, description="S3 multipart part size")
-    http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, gt=0, lt=65536)
-    relay_batch_size: int = Field(default=500, gt=0)
-    relay_poll_interval: int = Field(default=1, gt=0, description="seconds between outbox polls")
-    outbox_retention: int = Field(default=3600, ge=0, description="seconds published events are kept")
     documents_partitions: int = Field(default=6, gt=0)
     download_url_ttl: int = Field(default=300, gt=0, description="seconds a presigned download URL lives")
     batch_max_files: int = Field(default=100, gt=0, description="files accepted by one batch upload")

@@ -1,0 +1,45 @@
+"""The outbox relay as a process: what ``depot-upload relay`` and ``depot-reconciler relay`` run."""
+
+from __future__ import annotations
+
+from importlib.resources.abc import Traversable
+
+from depot_common import kafka
+from depot_common.db import create_pool, migrate
+from depot_common.lifecycle import run_until_signalled
+from depot_common.ops import ops_endpoints
+from depot_common.outbox import OutboxRelay
+from depot_common.settings import DepotSettings
+
+
+async def run_outbox_relay(
+    settings: DepotSettings,
+    *,
+    schema: str,
+    migrations: Traversable,
+    topic: str,
+    partitions: int,
+    title: str,
+) -> None:
+    """Migrate ``schema``, make sure ``topic`` exists, and publish the outbox until SIGINT/SIGTERM."""
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        await migrate(pool, schema, migrations)
+    finally:
+        await pool.close()
+    await kafka.ensure_topics(settings.kafka_servers, {topic: partitions})
+    producer = kafka.make_producer(settings.kafka_servers, linger_ms=0)  # the relay sends whole batches itself
+    await producer.start()
+    relay = OutboxRelay(
+        dsn=settings.database_url,
+        schema=schema,
+        producer=producer,
+        batch_size=settings.relay_batch_size,
+        poll_interval=settings.relay_poll_interval,
+        retention_seconds=settings.outbox_retention,
+    )
+    try:
+        async with ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title=title):
+            await run_until_signalled(relay.run())
+    finally:
+        await producer.stop()

@@ -55,6 +55,7 @@ def devstack(postgres_admin_url: str, tmp_path: Path) -> Iterator[tuple[subproce
         "DEPOT_DATABASE_URL": database,
         "DEPOT_API_PORT": str(servers.free_port()),
         "DEPOT_SEARCH_PORT": str(servers.free_port()),
+        "DEPOT_RECONCILER_PORT": str(servers.free_port()),
         "DEPOT_MAX_UPLOAD_BYTES": "1048576",
         "DEPOT_CONSUMER_SESSION_TIMEOUT": "2",
     }
@@ -142,3 +143,30 @@ def test_make_dev_serves_upload_to_search_and_stops_cleanly(
     process.send_signal(signal.SIGINT)
     assert process.wait(30) == 0
     assert [pid for pid in pids if alive(pid)] == []
+
+
+def test_make_dev_refuses_a_busy_port_and_stops_what_it_started(database_url: str, tmp_path: Path) -> None:
+    """When a service port is taken, make dev says which setting to change, exits 1, and stops what it started."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")},
+            "DEPOT_DATABASE_URL": database_url,
+            "DEPOT_API_PORT": str(servers.free_port()),
+            "DEPOT_SEARCH_PORT": str(port),
+        }
+        state = tmp_path / "devstack"
+        result = subprocess.run(
+            [sys.executable, "-m", "depot_devstack", "--state-dir", str(state), "--quiet"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port} for the search-api is already in use: free it or set DEPOT_SEARCH_PORT" in result.stderr
+    assert "stopped every process it started" in result.stderr

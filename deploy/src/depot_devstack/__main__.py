@@ -30,6 +30,7 @@ from depot_devstack.servers import (
     StackError,
     admin_database_url,
     free_port,
+    port_open,
     recreate_database,
     spawn,
     start_moto,
@@ -113,6 +114,12 @@ class DevStack:
         reconciler_port = int(given.get("DEPOT_RECONCILER_PORT", "8002"))
         env["DEPOT_RECONCILER_URL"] = f"http://127.0.0.1:{reconciler_port}"
         ports = {"upload-api": api_port, "search-api": search_port, "reconciler": reconciler_port}
+        for name, port in ports.items():
+            if port_open("127.0.0.1", port):
+                variable = {"upload-api": "DEPOT_API_PORT", "search-api": "DEPOT_SEARCH_PORT"}.get(
+                    name, "DEPOT_RECONCILER_PORT"
+                )
+                raise StackError(f"port {port} for the {name} is already in use: free it or set {variable}")
         for name, args in SERVICES:
             child_env = {**os.environ, **env}
             if name in ports:

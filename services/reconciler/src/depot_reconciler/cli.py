@@ -123,7 +123,7 @@ async def _reconcile(args: argparse.Namespace, settings: ReconcilerSettings, out
 
 def _write_table(plan: PlanResult, applied: ApplyResult | None, out: TextIO) -> None:
     console = Console(file=out, highlight=False)
-    table = Table(title=f"reconcile run {plan.run_id} ({'applied' if applied else 'dry run'})")
+    table = Table(title=f"run {plan.run_id}\n({'applied' if applied else 'dry run'})")
     table.add_column("check")
     table.add_column("findings", justify="right")
     if applied:
@@ -137,7 +137,13 @@ def _write_table(plan: PlanResult, applied: ApplyResult | None, out: TextIO) -> 
     console.print(table)
     scanned = plan.scanned
     console.print(f"scanned {scanned['objects']} objects and {scanned['documents']} documents")
-    console.print("consistent" if plan.total == 0 else "findings exist: review the run's plan")
+    if plan.total == 0:
+        console.print("consistent")
+    elif applied:
+        console.print("compensations emitted: the owners repair the findings; run again to confirm")
+    else:
+        console.print("findings exist: review the plan, then apply it with --apply")
+        console.print(f"  (or POST /v1/reconcile/runs/{plan.run_id}/apply on the reconciler's HTTP API)")
 
 
 async def _write_json(conn: Any, plan: PlanResult, applied: ApplyResult | None, out: TextIO) -> None:

@@ -82,22 +82,26 @@ class EventConsumer:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Fetch, then work the partitions of each batch concurrently: a partition's records (one
+        document's events) stay in order, while one slow record never holds up the others."""
         while not self._stopping.is_set():
             batch = await self._consumer.getmany(timeout_ms=500)
-            for partition, records in batch.items():
-                done: ConsumerRecord[bytes, bytes] | None = None
-                for record in records:
-                    if self._stopping.is_set():
-                        break
-                    await self.process(record)
-                    done = record
-                if done is not None:
-                    await self._commit(partition, done.offset + 1)
-                    highwater = self._consumer.highwater(partition)
-                    if highwater is not None:
-                        LAG.labels(self._group, partition.topic, str(partition.partition)).set(
-                            max(0, highwater - done.offset - 1)
-                        )
+            await asyncio.gather(*(self._run_partition(partition, records) for partition, records in batch.items()))
+
+    async def _run_partition(self, partition: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        done: ConsumerRecord[bytes, bytes] | None = None
+        for record in records:
+            if self._stopping.is_set():
+                break
+            await self.process(record)
+            done = record
+        if done is not None:
+            await self._commit(partition, done.offset + 1)
+            highwater = self._consumer.highwater(partition)
+            if highwater is not None:
+                LAG.labels(self._group, partition.topic, str(partition.partition)).set(
+                    max(0, highwater - done.offset - 1)
+                )
 
     async def _commit(self, partition: TopicPartition, offset: int) -> None:
         """Commit after the effects committed; a rebalance that took the partition away is not an error:

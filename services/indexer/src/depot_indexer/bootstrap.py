@@ -65,7 +65,7 @@ def build_app(settings: IndexerSettings) -> FastAPI:
 @contextlib.asynccontextmanager
 async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventConsumer]:
     """The indexer's started consumer of the documents and compensations topics; stopped on exit."""
-    pool = await create_pool(settings.database_url, max_size=4)
+    pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
         await kafka.ensure_topics(

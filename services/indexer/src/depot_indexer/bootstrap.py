@@ -11,13 +11,13 @@ import structlog
 from fastapi import FastAPI
 
 from depot_common import kafka
-from depot_common.auth import TokenVerifier
 from depot_common.consumer import EventConsumer, dlq_topic
 from depot_common.db import create_pool, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import run_until_signalled
 from depot_common.ops import ops_endpoints
+from depot_common.resources import service_resources
 from depot_common.s3 import s3_client
 from depot_common.web import create_app
 from depot_indexer.api import router
@@ -39,17 +39,9 @@ def build_app(settings: IndexerSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
-        pool = await create_pool(settings.database_url, max_size=10)
-        try:
-            await migrate(pool, SCHEMA, MIGRATIONS)
-            async with s3_client(settings) as s3:
-                app.state.pool = pool
-                app.state.s3 = s3
-                app.state.token_verifier = TokenVerifier.from_settings(settings)
-                log.info("indexer_api.started")
-                yield {}
-        finally:
-            await pool.close()
+        async with service_resources(app, settings, schema=SCHEMA, migrations=MIGRATIONS, pool_size=10):
+            log.info("indexer_api.started")
+            yield {}
 
     app = create_app(
         title="Depot search",

@@ -9,11 +9,9 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from depot_common.auth import TokenVerifier
-from depot_common.db import create_pool, migrate
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import background_task
-from depot_common.s3 import s3_client
+from depot_common.resources import service_resources
 from depot_common.web import create_app
 from depot_reconciler.api import router
 from depot_reconciler.bootstrap import MIGRATIONS, SCHEMA
@@ -28,31 +26,24 @@ def build_app(settings: ReconcilerSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
-        pool = await create_pool(settings.database_url, max_size=8)
-        try:
-            await migrate(pool, SCHEMA, MIGRATIONS)
-            async with s3_client(settings) as s3:
-                reconciler = Reconciler(pool, s3, settings)
-                app.state.pool = pool
-                app.state.s3 = s3
-                app.state.token_verifier = TokenVerifier.from_settings(settings)
-                app.state.reconciler = reconciler
-                try:
-                    async with contextlib.AsyncExitStack() as stack:
-                        if settings.reconcile_interval > 0:
-                            await stack.enter_async_context(
-                                background_task(reconciler.schedule(settings.reconcile_interval))
-                            )
-                        log.info(
-                            "reconciler.started",
-                            interval=settings.reconcile_interval,
-                            schedule_apply=settings.reconcile_schedule_apply,
+        resources = service_resources(app, settings, schema=SCHEMA, migrations=MIGRATIONS, pool_size=8)
+        async with resources as (pool, s3):
+            reconciler = Reconciler(pool, s3, settings)
+            app.state.reconciler = reconciler
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    if settings.reconcile_interval > 0:
+                        await stack.enter_async_context(
+                            background_task(reconciler.schedule(settings.reconcile_interval))
                         )
-                        yield {}
-                finally:
-                    await reconciler.close()
-        finally:
-            await pool.close()
+                    log.info(
+                        "reconciler.started",
+                        interval=settings.reconcile_interval,
+                        schedule_apply=settings.reconcile_schedule_apply,
+                    )
+                    yield {}
+            finally:
+                await reconciler.close()
 
     app = create_app(
         title="Depot reconciler",

@@ -12,7 +12,6 @@ import structlog
 from fastapi import FastAPI
 
 from depot_common import kafka
-from depot_common.auth import TokenVerifier
 from depot_common.consumer import EventConsumer, dlq_topic
 from depot_common.db import create_pool, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
@@ -20,6 +19,7 @@ from depot_common.health import dependency_checks
 from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
 from depot_common.relay_process import run_outbox_relay
+from depot_common.resources import service_resources
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_common.web import create_app
 from depot_upload.api.routes import router
@@ -45,37 +45,30 @@ def build_app(settings: UploadSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
-        pool = await create_pool(settings.database_url, max_size=20)
-        try:
-            await migrate(pool, SCHEMA, MIGRATIONS)
-            async with s3_client(settings) as s3:
-                await ensure_bucket(s3, settings.s3_bucket)
-                app.state.pool = pool
-                app.state.s3 = s3
-                app.state.token_verifier = TokenVerifier.from_settings(settings)
-                documents = PostgresDocuments(pool)
-                app.state.service = UploadService(
-                    documents=documents,
-                    blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
-                    max_upload_bytes=settings.max_upload_bytes,
-                    download_url_ttl=settings.download_url_ttl,
-                    crash_points=CrashPoints(settings.crash_at),
-                )
-                app.state.batch_max_files = settings.batch_max_files
-                app.state.presigned = PresignedUploads(
-                    sessions=PostgresUploadSessions(pool),
-                    store=S3PresignStore(s3, bucket=settings.s3_bucket),
-                    documents=documents,
-                    max_upload_bytes=settings.max_upload_bytes,
-                    part_size=settings.part_size,
-                    ttl_seconds=settings.upload_ttl,
-                )
-                log.info("upload_api.started")
-                purge = partial(documents.purge_idempotency_keys, settings.idempotency_retention)
-                async with background_task(every(300, purge, name="idempotency.purge")):
-                    yield {}
-        finally:
-            await pool.close()
+        resources = service_resources(app, settings, schema=SCHEMA, migrations=MIGRATIONS, pool_size=20)
+        async with resources as (pool, s3):
+            await ensure_bucket(s3, settings.s3_bucket)
+            documents = PostgresDocuments(pool)
+            app.state.service = UploadService(
+                documents=documents,
+                blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
+                max_upload_bytes=settings.max_upload_bytes,
+                download_url_ttl=settings.download_url_ttl,
+                crash_points=CrashPoints(settings.crash_at),
+            )
+            app.state.batch_max_files = settings.batch_max_files
+            app.state.presigned = PresignedUploads(
+                sessions=PostgresUploadSessions(pool),
+                store=S3PresignStore(s3, bucket=settings.s3_bucket),
+                documents=documents,
+                max_upload_bytes=settings.max_upload_bytes,
+                part_size=settings.part_size,
+                ttl_seconds=settings.upload_ttl,
+            )
+            log.info("upload_api.started")
+            purge = partial(documents.purge_idempotency_keys, settings.idempotency_retention)
+            async with background_task(every(300, purge, name="idempotency.purge")):
+                yield {}
 
     app = create_app(
         title="Depot upload API",

@@ -72,6 +72,7 @@ class ManagedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path | None
+    scratch: Path | None = None  # a directory of its own, removed once it stopped
 
     @property
     def pid(self) -> int:
@@ -82,16 +83,17 @@ class ManagedProcess:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM its process group, SIGKILL after ``grace`` seconds."""
-        if self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(grace)
-        except subprocess.TimeoutExpired:
+        if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def spawn(
@@ -180,7 +182,7 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
-def _postgres_bin(name: str) -> str | None:
+def postgres_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
@@ -190,16 +192,16 @@ def _postgres_bin(name: str) -> str | None:
 
 def start_private_postgres(data_dir: Path, log_dir: Path) -> tuple[ManagedProcess, str]:
     """A private PostgreSQL cluster made with the local binaries (trust auth, loopback)."""
-    initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
+    initdb, postgres = postgres_bin("initdb"), postgres_bin("postgres")
     if not initdb or not postgres:
         raise StackError(
             "no PostgreSQL: set DEPOT_DATABASE_URL, run a server on 127.0.0.1:5432, "
             "or install the PostgreSQL server binaries (Debian: apt-get install postgresql)"
         )
     prefix: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as 'postgres'
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as 'postgres', in a dir it can reach
         prefix = ["runuser", "-u", "postgres", "--"]
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = Path(tempfile.mkdtemp(prefix="depot-pgdata-"))
         shutil.chown(data_dir, "postgres")
     if not (data_dir / "PG_VERSION").exists():
         subprocess.run(  # noqa: S603
@@ -226,6 +228,8 @@ def start_private_postgres(data_dir: Path, log_dir: Path) -> tuple[ManagedProces
         ],
         log_path=log_dir / "postgres.log",
     )
+    if prefix:
+        process.scratch = data_dir
     wait_until(lambda: port_open("127.0.0.1", port), timeout=30, what="PostgreSQL", process=process)
     time.sleep(0.5)
     return process, f"postgresql://postgres@127.0.0.1:{port}/postgres"

@@ -213,7 +213,7 @@ async def test_sigterm_mid_batch_commits_what_was_applied_and_loses_nothing(
         "DEPOT_CONSUMER_SESSION_TIMEOUT": "2",
         "DEPOT_LOG_FORMAT": "json",
     }
-    documents = [uuid.uuid4() for _ in range(600)]
+    documents = [uuid.uuid4() for _ in range(1500)]
     events = [stored_event(d, n) for n, d in enumerate(documents)]
     producer = make_producer(upload_settings.kafka_servers, linger_ms=20)
     await producer.start()

@@ -17,8 +17,9 @@ The inbox table each consumer creates in its own schema::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from depot_common.db import Connection, identifier
 from depot_common.errors import DepotError
 from depot_common.events.envelope import CloudEvent, RawCloudEvent
+from depot_common.kafka import ensure_topics, make_consumer, make_producer
 
 log = structlog.get_logger(__name__)
 
@@ -194,3 +196,45 @@ class EventConsumer:
         await self._producer.send_and_wait(topic, value=record.value, key=record.key, headers=headers)
         HANDLED.labels(self._group, "dead_lettered").inc()
         log.error("consumer.dead_lettered", dlq=topic, attempts=attempts, error=repr(error))
+
+
+@contextlib.asynccontextmanager
+async def running_consumer(
+    *,
+    bootstrap: list[str],
+    topics: Mapping[str, int],
+    group: str,
+    session_timeout: int,
+    pool: asyncpg.Pool,
+    schema: str,
+    handlers: Mapping[str, tuple[type[BaseModel], Handler]],
+    ignored_types: frozenset[str] = frozenset(),
+) -> AsyncIterator[EventConsumer]:
+    """An :class:`EventConsumer` of ``topics`` (name → partitions when created) for ``group``, its
+    topics and dead-letter topics ensured, its Kafka clients started; everything stopped on exit."""
+    await ensure_topics(bootstrap, {**topics, **{dlq_topic(topic, group): 1 for topic in topics}})
+    producer = make_producer(bootstrap)
+    consumer = make_consumer(
+        bootstrap,
+        *topics,
+        group_id=group,
+        session_timeout_ms=session_timeout * 1000,
+        heartbeat_interval_ms=session_timeout * 1000 // 5,
+    )
+    await producer.start()
+    try:
+        await consumer.start()
+        try:
+            yield EventConsumer(
+                consumer=consumer,
+                producer=producer,
+                pool=pool,
+                schema=schema,
+                group=group,
+                handlers=handlers,
+                ignored_types=ignored_types,
+            )
+        finally:
+            await consumer.stop()
+    finally:
+        await producer.stop()

@@ -10,8 +10,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from depot_common import kafka
-from depot_common.consumer import EventConsumer, dlq_topic
+from depot_common.consumer import EventConsumer, running_consumer
 from depot_common.db import create_pool, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
 from depot_common.health import dependency_checks
@@ -60,15 +59,6 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
     pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
-        await kafka.ensure_topics(
-            settings.kafka_servers,
-            {
-                DOCUMENTS_TOPIC: settings.documents_partitions,
-                COMPENSATIONS_TOPIC: settings.documents_partitions,
-                dlq_topic(DOCUMENTS_TOPIC, settings.consumer_group): 1,
-                dlq_topic(COMPENSATIONS_TOPIC, settings.consumer_group): 1,
-            },
-        )
         async with s3_client(settings) as s3:
             handlers = build_handlers(
                 S3BlobReader(s3, bucket=settings.s3_bucket),
@@ -76,32 +66,20 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
                 max_object_bytes=settings.index_max_object_bytes,
                 max_text_chars=settings.index_max_text_chars,
             )
-            producer = kafka.make_producer(settings.kafka_servers)
-            consumer = kafka.make_consumer(
-                settings.kafka_servers,
-                DOCUMENTS_TOPIC,
-                COMPENSATIONS_TOPIC,
-                group_id=settings.consumer_group,
-                session_timeout_ms=settings.consumer_session_timeout * 1000,
-                heartbeat_interval_ms=settings.consumer_session_timeout * 1000 // 5,
-            )
-            await producer.start()
-            try:
-                await consumer.start()
-                try:
-                    yield EventConsumer(
-                        consumer=consumer,
-                        producer=producer,
-                        pool=pool,
-                        schema=SCHEMA,
-                        group=settings.consumer_group,
-                        handlers=handlers,
-                        ignored_types=NOT_OURS,
-                    )
-                finally:
-                    await consumer.stop()
-            finally:
-                await producer.stop()
+            async with running_consumer(
+                bootstrap=settings.kafka_servers,
+                topics={
+                    DOCUMENTS_TOPIC: settings.documents_partitions,
+                    COMPENSATIONS_TOPIC: settings.documents_partitions,
+                },
+                group=settings.consumer_group,
+                session_timeout=settings.consumer_session_timeout,
+                pool=pool,
+                schema=SCHEMA,
+                handlers=handlers,
+                ignored_types=NOT_OURS,
+            ) as events:
+                yield events
     finally:
         await pool.close()
 

@@ -11,8 +11,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from depot_common import kafka
-from depot_common.consumer import EventConsumer, dlq_topic
+from depot_common.consumer import EventConsumer, running_consumer
 from depot_common.db import create_pool, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
 from depot_common.health import dependency_checks
@@ -97,48 +96,26 @@ async def run_relay(settings: UploadSettings) -> None:
 @contextlib.asynccontextmanager
 async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple[EventConsumer, Compensations]]:
     """The started consumer of upload-api's compensations (and the handlers, for the purge); stopped on exit."""
-    pool = await create_pool(settings.database_url, max_size=4)
+    pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
-        await kafka.ensure_topics(
-            settings.kafka_servers,
-            {
-                COMPENSATIONS_TOPIC: settings.documents_partitions,
-                dlq_topic(COMPENSATIONS_TOPIC, settings.compensations_group): 1,
-            },
-        )
         async with s3_client(settings) as s3:
             compensations = Compensations(
                 PostgresCompensations(pool, upload_ttl=settings.upload_ttl),
                 S3CompensationObjects(s3, bucket=settings.s3_bucket),
                 quarantine_retention=settings.quarantine_retention,
             )
-            producer = kafka.make_producer(settings.kafka_servers)
-            consumer = kafka.make_consumer(
-                settings.kafka_servers,
-                COMPENSATIONS_TOPIC,
-                group_id=settings.compensations_group,
-                session_timeout_ms=settings.consumer_session_timeout * 1000,
-                heartbeat_interval_ms=settings.consumer_session_timeout * 1000 // 5,
-            )
-            await producer.start()
-            try:
-                await consumer.start()
-                try:
-                    events = EventConsumer(
-                        consumer=consumer,
-                        producer=producer,
-                        pool=pool,
-                        schema=SCHEMA,
-                        group=settings.compensations_group,
-                        handlers=compensations.handlers(),
-                        ignored_types=INDEXER_TYPES,
-                    )
-                    yield events, compensations
-                finally:
-                    await consumer.stop()
-            finally:
-                await producer.stop()
+            async with running_consumer(
+                bootstrap=settings.kafka_servers,
+                topics={COMPENSATIONS_TOPIC: settings.documents_partitions},
+                group=settings.compensations_group,
+                session_timeout=settings.consumer_session_timeout,
+                pool=pool,
+                schema=SCHEMA,
+                handlers=compensations.handlers(),
+                ignored_types=INDEXER_TYPES,
+            ) as events:
+                yield events, compensations
     finally:
         await pool.close()
 

@@ -67,99 +67,65 @@ async def list_objects(
             )
 
 
-async def list_documents(pool: asyncpg.Pool, *, page_size: int) -> AsyncIterator[DocumentInfo]:
-    """Every document in ``object_key`` byte order (``COLLATE "C"`` = S3's order), keyset-paged."""
-    last = ""
+async def _keyset(
+    pool: asyncpg.Pool, query: str, *, key: str, start: Any, page_size: int
+) -> AsyncIterator[dict[str, Any]]:
+    """Rows of ``query`` (``$1`` = the last key seen, ``$2`` = the page size), page after page."""
+    last = start
     while True:
-        rows = await pool.fetch(
-            "SELECT id, object_key, status, size_bytes, version, created_at, updated_at FROM upload.documents"
-            ' WHERE object_key COLLATE "C" > $1 ORDER BY object_key COLLATE "C" LIMIT $2',
-            last,
-            page_size,
-        )
+        rows = await pool.fetch(query, last, page_size)
         for row in rows:
-            yield DocumentInfo(
-                id=row["id"],
-                object_key=row["object_key"],
-                status=row["status"],
-                size_bytes=row["size_bytes"],
-                version=row["version"],
-                created_at=row["created_at"],
-                updated_at=row["updated_at"],
-            )
+            yield dict(row)
         if len(rows) < page_size:
             return
-        last = rows[-1]["object_key"]
+        last = rows[-1][key]
+
+
+async def list_documents(pool: asyncpg.Pool, *, page_size: int) -> AsyncIterator[DocumentInfo]:
+    """Every document in ``object_key`` byte order (``COLLATE "C"`` = S3's order), keyset-paged."""
+    query = (
+        "SELECT id, object_key, status, size_bytes, version, created_at, updated_at FROM upload.documents"
+        ' WHERE object_key COLLATE "C" > $1 ORDER BY object_key COLLATE "C" LIMIT $2'
+    )
+    async for row in _keyset(pool, query, key="object_key", start="", page_size=page_size):
+        yield DocumentInfo(**row)
 
 
 async def list_unindexed(pool: asyncpg.Pool, *, page_size: int) -> AsyncIterator[UnindexedCandidate]:
     """Stored documents absent from ``search.index_entries``, removed there, or indexed at an older version."""
-    last = _NIL
-    while True:
-        rows = await pool.fetch(
-            "SELECT d.id, d.version, d.updated_at, e.status AS entry_status, e.version AS entry_version"
-            " FROM upload.documents d LEFT JOIN search.index_entries e ON e.document_id = d.id"
-            " WHERE d.status = 'stored' AND d.id > $1"
-            "   AND (e.document_id IS NULL OR e.status <> 'indexed' OR e.version < d.version)"
-            " ORDER BY d.id LIMIT $2",
-            last,
-            page_size,
-        )
-        for row in rows:
-            yield UnindexedCandidate(
-                document_id=row["id"],
-                version=row["version"],
-                updated_at=row["updated_at"],
-                entry_status=row["entry_status"],
-                entry_version=row["entry_version"],
-            )
-        if len(rows) < page_size:
-            return
-        last = rows[-1]["id"]
+    query = (
+        "SELECT d.id AS document_id, d.version, d.updated_at, e.status AS entry_status, e.version AS entry_version"
+        " FROM upload.documents d LEFT JOIN search.index_entries e ON e.document_id = d.id"
+        " WHERE d.status = 'stored' AND d.id > $1"
+        "   AND (e.document_id IS NULL OR e.status <> 'indexed' OR e.version < d.version)"
+        " ORDER BY d.id LIMIT $2"
+    )
+    async for row in _keyset(pool, query, key="document_id", start=_NIL, page_size=page_size):
+        yield UnindexedCandidate(**row)
 
 
 async def list_ghosts(pool: asyncpg.Pool, *, page_size: int) -> AsyncIterator[GhostCandidate]:
     """Indexed entries whose document is absent or not stored."""
-    last = _NIL
-    while True:
-        rows = await pool.fetch(
-            "SELECT e.document_id, e.version, e.indexed_at, d.status, d.updated_at"
-            " FROM search.index_entries e LEFT JOIN upload.documents d ON d.id = e.document_id"
-            " WHERE e.status = 'indexed' AND e.document_id > $1 AND (d.id IS NULL OR d.status <> 'stored')"
-            " ORDER BY e.document_id LIMIT $2",
-            last,
-            page_size,
-        )
-        for row in rows:
-            yield GhostCandidate(
-                document_id=row["document_id"],
-                entry_version=row["version"],
-                indexed_at=row["indexed_at"],
-                document_status=row["status"],
-                document_updated_at=row["updated_at"],
-            )
-        if len(rows) < page_size:
-            return
-        last = rows[-1]["document_id"]
+    query = (
+        "SELECT e.document_id, e.version AS entry_version, e.indexed_at, d.status AS document_status,"
+        " d.updated_at AS document_updated_at"
+        " FROM search.index_entries e LEFT JOIN upload.documents d ON d.id = e.document_id"
+        " WHERE e.status = 'indexed' AND e.document_id > $1 AND (d.id IS NULL OR d.status <> 'stored')"
+        " ORDER BY e.document_id LIMIT $2"
+    )
+    async for row in _keyset(pool, query, key="document_id", start=_NIL, page_size=page_size):
+        yield GhostCandidate(**row)
 
 
 async def list_unpublished(pool: asyncpg.Pool, *, page_size: int) -> AsyncIterator[UnpublishedEvent]:
     """Unpublished events of ``upload.outbox`` in id order."""
-    last = 0
-    while True:
-        rows = await pool.fetch(
-            "SELECT id, event_id, topic, key, created_at FROM upload.outbox"
-            " WHERE published_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
-            last,
-            page_size,
-        )
-        for row in rows:
-            yield UnpublishedEvent(
-                event_id=row["event_id"], topic=row["topic"], key=row["key"], created_at=row["created_at"]
-            )
-        if len(rows) < page_size:
-            return
-        last = rows[-1]["id"]
+    query = (
+        "SELECT id, event_id, topic, key, created_at FROM upload.outbox"
+        " WHERE published_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+    )
+    async for row in _keyset(pool, query, key="id", start=0, page_size=page_size):
+        del row["id"]
+        yield UnpublishedEvent(**row)
 
 
 async def scan(

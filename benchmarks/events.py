@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import re
 import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from importlib.resources import files
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -29,7 +27,6 @@ from depot_common.tracing import new_traceparent
 SOURCE = "depot/upload-api"
 OWNER = "bench"
 #: The upload API's migration that creates ``upload.outbox``: scratch outboxes copy it.
-OUTBOX_MIGRATION = files("depot_upload") / "migrations" / "0001_documents_outbox.sql"
 
 
 def document_stored(
@@ -128,18 +125,6 @@ class Message:
             value=event.model_dump_json().encode(),
             headers=[(name, value.encode()) for name, value in headers.items()],
         )
-
-
-def outbox_ddl(schema: str) -> list[str]:
-    """The statements of the upload API's migration that create its outbox, for ``schema``."""
-    statements = [
-        statement.strip()
-        for statement in OUTBOX_MIGRATION.read_text().split(";")
-        if re.search(r"\bupload\.outbox\b", statement)
-    ]
-    if not any(statement.upper().lstrip().startswith("CREATE TABLE") for statement in statements):
-        raise RuntimeError(f"no CREATE TABLE upload.outbox in {OUTBOX_MIGRATION}")
-    return [statement.replace("upload.outbox", f"{schema}.outbox") for statement in statements]
 
 
 async def produce(producer: AIOKafkaProducer, topic: str, messages: Sequence[Message], batch_size: int) -> None:

@@ -36,14 +36,14 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.events import Message, Observer, document_stored, outbox_ddl, outbox_headers, produce
+from benchmarks.events import Message, Observer, document_stored, outbox_headers, produce
 from benchmarks.load import Batch, latency_summary, percentile, timed
 from benchmarks.report import Check, Result, table
 from benchmarks.stack import Service, Stack
 from depot_common.db import advisory_key, init_connection
 from depot_common.kafka import ensure_topics, make_producer
 from depot_common.logging import configure_logging
-from depot_common.outbox import OutboxRelay, enqueue
+from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
 from depot_upload.settings import UploadSettings
 
 NAME = "relay"
@@ -128,8 +128,7 @@ async def _throughput(stack: Stack, database_url: str, steps: Plan) -> tuple[dic
     await asyncio.gather(producer.start(), relay_producer.start())
     try:
         await conn.execute(f"CREATE SCHEMA {SCHEMA}")
-        for statement in outbox_ddl(SCHEMA):
-            await conn.execute(statement)
+        await conn.execute(outbox_ddl(SCHEMA))
         await produce(producer, topic, messages[:2000], DEFAULT_BATCH)  # warm-up: connections, metadata
         phases: dict[int, dict[str, Batch]] = {}
         for batch_size in BATCH_SIZES:

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
-from depot_common.consumer import EventConsumer, dlq_topic
+from depot_common.consumer import EventConsumer, dlq_topic, inbox_ddl
 from depot_common.errors import BadRequest, Unavailable
 from depot_common.events import CloudEvent, encode
 from depot_common.kafka import ensure_topics, make_consumer, make_producer
@@ -41,9 +41,7 @@ async def scratch(pg_pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[
     schema = f"consumer_{secrets.token_hex(4)}"
     topic, group = f"test.{schema}", f"group-{schema}"
     await pg_pool.execute(f"CREATE SCHEMA {schema}")
-    await pg_pool.execute(
-        f"CREATE TABLE {schema}.processed_events (event_id uuid PRIMARY KEY, processed_at timestamptz DEFAULT now())"
-    )
+    await pg_pool.execute(inbox_ddl(schema))
     await pg_pool.execute(f"CREATE TABLE {schema}.effects (text text NOT NULL)")
     await ensure_topics([kafka_bootstrap], {topic: 1, dlq_topic(topic, group): 1})
     producer = make_producer([kafka_bootstrap])

@@ -19,7 +19,7 @@ from aiokafka.structs import RecordMetadata
 from pydantic import BaseModel
 
 from depot_common.cli import main
-from depot_common.consumer import EventConsumer, dlq_topic
+from depot_common.consumer import EventConsumer, dlq_topic, inbox_ddl
 from depot_common.db import Connection
 from depot_common.dlq import REDRIVEN_FROM
 from depot_common.errors import BadRequest, Unavailable
@@ -74,9 +74,7 @@ async def scratch(pg_pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[
     schema = f"dlq_{secrets.token_hex(4)}"
     topic, group = f"test.{schema}", f"group-{schema}"
     await pg_pool.execute(f"CREATE SCHEMA {schema}")
-    await pg_pool.execute(
-        f"CREATE TABLE {schema}.processed_events (event_id uuid PRIMARY KEY, processed_at timestamptz DEFAULT now())"
-    )
+    await pg_pool.execute(inbox_ddl(schema))
     await pg_pool.execute(f"CREATE TABLE {schema}.effects (text text NOT NULL)")
     await ensure_topics([kafka_bootstrap], {topic: 2, dlq_topic(topic, group): 1})
     producer = make_producer([kafka_bootstrap])

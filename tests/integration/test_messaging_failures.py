@@ -29,7 +29,7 @@ from depot_common.consumer import EventConsumer
 from depot_common.db import migrate
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentStored, encode
 from depot_common.kafka import ensure_topics, make_consumer, make_producer
-from depot_common.outbox import OutboxRelay, enqueue
+from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
 from depot_devstack import servers
 from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS
 from depot_indexer.handlers import build_handlers
@@ -71,11 +71,7 @@ async def scratch(pg_pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[
     schema = f"msg_{secrets.token_hex(4)}"
     topic = f"test.{schema}"
     await pg_pool.execute(f"CREATE SCHEMA {schema}")
-    await pg_pool.execute(
-        f"CREATE TABLE {schema}.outbox (id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE,"
-        " topic text NOT NULL, key text NOT NULL, value jsonb NOT NULL, headers jsonb NOT NULL DEFAULT '{}',"
-        " created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz)"
-    )
+    await pg_pool.execute(outbox_ddl(schema))
     await ensure_topics([kafka_bootstrap], {topic: 3, f"{topic}.g.dlq": 1})
     yield schema, topic
     await pg_pool.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent
 from depot_common.kafka import ensure_topics, make_producer
-from depot_common.outbox import OutboxRelay, enqueue
+from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
 from depot_upload.settings import UploadSettings
 from tests.conftest import background
 from tests.integration.test_upload_api import unique_text, upload
@@ -65,11 +65,7 @@ async def scratch_outbox(pg_pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIt
     schema = f"relay_{secrets.token_hex(4)}"
     topic = f"test.relay.{schema}"
     await pg_pool.execute(f"CREATE SCHEMA {schema}")
-    await pg_pool.execute(
-        f"CREATE TABLE {schema}.outbox (id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE,"
-        " topic text NOT NULL, key text NOT NULL, value jsonb NOT NULL, headers jsonb NOT NULL DEFAULT '{}',"
-        " created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz)"
-    )
+    await pg_pool.execute(outbox_ddl(schema))
     await ensure_topics([kafka_bootstrap], {topic: 3})
     yield schema, topic
     await pg_pool.execute(f"DROP SCHEMA {schema} CASCADE")

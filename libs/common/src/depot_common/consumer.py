@@ -8,10 +8,7 @@ failures (not JSON, unknown type, schema violation, a non-retriable ``DepotError
 exhausted retries go to ``<topic>.<group>.dlq`` with the error in headers, and the
 consumer commits and moves on: it never crash-loops on one message.
 
-The inbox table each consumer creates in its own schema::
-
-    CREATE TABLE <schema>.processed_events (
-        event_id uuid PRIMARY KEY, processed_at timestamptz NOT NULL DEFAULT now());
+The inbox table each consumer creates in its own schema is :func:`inbox_ddl`.
 """
 
 from __future__ import annotations
@@ -44,6 +41,14 @@ LAG = Gauge("depot_consumer_lag", "Messages behind the end of the partition", ["
 
 class PermanentError(Exception):
     """A message that can never be processed: it goes to the DLQ without retries."""
+
+
+def inbox_ddl(schema: str) -> str:
+    """The processed-event inbox a consumer creates in ``schema``."""
+    return (
+        f"CREATE TABLE {identifier(schema)}.processed_events"
+        " (event_id uuid PRIMARY KEY, processed_at timestamptz NOT NULL DEFAULT now())"
+    )
 
 
 def dlq_topic(topic: str, group: str) -> str:

@@ -7,13 +7,7 @@ and marks them published only after every ack: a crash in between re-sends, whic
 idempotent consumers absorb. One relay per schema is active at a time (advisory lock on a
 dedicated connection); the others wait as standbys and take over when it goes away.
 
-The table each owner creates in its own schema::
-
-    CREATE TABLE <schema>.outbox (
-        id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE, topic text NOT NULL,
-        key text NOT NULL, value jsonb NOT NULL, headers jsonb NOT NULL DEFAULT '{}',
-        created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz);
-    CREATE INDEX outbox_unpublished ON <schema>.outbox (id) WHERE published_at IS NULL;
+The table each owner creates in its own schema is :func:`outbox_ddl`.
 """
 
 from __future__ import annotations
@@ -38,6 +32,17 @@ ERRORS = Counter("depot_outbox_errors_total", "Outbox publish attempts that fail
 BACKLOG = Gauge("depot_outbox_backlog", "Unpublished outbox events", ["schema"])
 OLDEST = Gauge("depot_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished event", ["schema"])
 ACTIVE = Gauge("depot_outbox_relay_active", "1 while this relay holds the lock", ["schema"])
+
+
+def outbox_ddl(schema: str) -> str:
+    """The outbox table (and its index of unpublished rows) an owner creates in ``schema``."""
+    schema = identifier(schema)
+    return (
+        f"CREATE TABLE {schema}.outbox (id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE,"
+        " topic text NOT NULL, key text NOT NULL, value jsonb NOT NULL, headers jsonb NOT NULL DEFAULT '{}',"
+        " created_at timestamptz NOT NULL DEFAULT clock_timestamp(), published_at timestamptz);"
+        f" CREATE INDEX ON {schema}.outbox (id) WHERE published_at IS NULL"
+    )
 
 
 def channel(schema: str) -> str:

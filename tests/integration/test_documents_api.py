@@ -387,3 +387,19 @@ async def test_idempotency_keys_are_forgotten_after_their_retention(
     assert await PostgresDocuments(pg_pool).purge_idempotency_keys(86400) >= 1
     assert await pg_pool.fetchval("SELECT count(*) FROM upload.idempotency_keys WHERE key = $1", key) == 0
     assert (await upload(http, upload_api, headers, unique_text())).status_code == 201
+
+
+async def test_readyz_is_503_naming_the_dependency_that_is_down(
+    make_settings: Callable[..., Any], http: httpx.AsyncClient
+) -> None:
+    """With the Kafka bootstrap unreachable, /readyz answers 503 with kafka false while /healthz stays 200."""
+    from depot_devstack import servers
+    from depot_upload.bootstrap import build_app
+    from tests.conftest import serve
+
+    settings = make_settings(UploadSettings, kafka_bootstrap=f"127.0.0.1:{servers.free_port()}")
+    async with serve(build_app(settings)) as url:
+        ready = await http.get(f"{url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "unavailable", "checks": {"postgres": True, "s3": True, "kafka": False}}
+        assert (await http.get(f"{url}/healthz")).status_code == 200

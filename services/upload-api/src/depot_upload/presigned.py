@@ -30,7 +30,7 @@ import math
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -99,8 +99,11 @@ class UploadSession:
 
 @dataclass(frozen=True)
 class PartUrl:
+    """A presigned ``PUT`` of one part and the headers signed into it (the client must send them)."""
+
     part_number: int
     url: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,9 +170,12 @@ class UploadSessions(Protocol):
 class PresignStore(Protocol):
     """The S3 side of presigned uploads."""
 
-    async def presign_put(self, key: str, *, expires_in: int) -> str: ...
+    async def presign_put(self, key: str, *, sha256: str, expires_in: int) -> PartUrl:
+        """A ``PUT`` that can create exactly these bytes once: signed with ``If-None-Match: *``
+        and the SHA-256 (S3 refuses other bytes, and any PUT once the object exists)."""
 
-    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> str: ...
+    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> PartUrl:
+        """A ``PUT`` of one part; it dies with the multipart upload (completed or aborted)."""
 
     async def create_multipart(self, key: str, *, content_type: str) -> str:
         """Start an S3 multipart upload; return its id."""
@@ -294,13 +300,10 @@ class PresignedUploads:
         expires_in = max(1, min(self._ttl, math.ceil(session.seconds_left)))
         key = session.object_key
         if session.multipart_upload_id is None:
-            parts = [PartUrl(1, await self._store.presign_put(key, expires_in=expires_in))]
+            parts = [await self._store.presign_put(key, sha256=session.sha256, expires_in=expires_in)]
         else:
             parts = [
-                PartUrl(
-                    number,
-                    await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in),
-                )
+                await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in)
                 for number in range(1, session.part_count + 1)
             ]
         log.info(
@@ -326,6 +329,8 @@ class PresignedUploads:
         if session.document_status in _COMPLETED:
             return await self._document(owner_id, upload_id)
         if session.document_status is not Status.PENDING or session.status is not SessionStatus.PENDING:
+            # a plain presigned PUT cannot be revoked: bytes sent after the upload failed are removed here
+            await self._fail(session, FailureReason.ABORTED)
             raise _gone(session)
         if session.expired:
             if not await self._fail(session, FailureReason.EXPIRED):

@@ -44,6 +44,14 @@ class PartUrlOut(BaseModel):
 
     part_number: int
     url: str = Field(description="Presigned URL: `PUT` the part's bytes to it; keep the `ETag` response header.")
+    headers: dict[str, str] = Field(
+        description=(
+            "Request headers to send with the `PUT`, exactly as given: they are signed into the URL"
+            " (a single-part upload: `If-None-Match: *` and `x-amz-checksum-sha256`), so S3 refuses"
+            " the request without them, bytes other than the declared ones, and any PUT once the object exists."
+        ),
+        examples=[{"If-None-Match": "*", "x-amz-checksum-sha256": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="}],
+    )
 
 
 class UploadOut(BaseModel):
@@ -60,7 +68,7 @@ class UploadOut(BaseModel):
             upload_id=ticket.session.id,
             expires_at=ticket.session.expires_at,
             part_size=ticket.session.part_size,
-            parts=[PartUrlOut(part_number=part.part_number, url=part.url) for part in ticket.parts],
+            parts=[PartUrlOut(part_number=p.part_number, url=p.url, headers=p.headers) for p in ticket.parts],
         )
 
 

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from depot_common.errors import Conflict, Unavailable
 from depot_common.s3 import error_code, is_not_found
 from depot_upload.domain import StoredBlob
-from depot_upload.presigned import CompletedPart, PartUrl
+from depot_upload.presigned import CompletedPart, PartUrl, ReceivedPart
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +51,29 @@ class S3PresignStore:
             ExpiresIn=expires_in,
         )
         return PartUrl(part_number, url)
+
+    async def received_parts(self, key: str, multipart_upload_id: str | None) -> list[ReceivedPart] | None:
+        if multipart_upload_id is None:
+            try:
+                head = await self._s3.head_object(Bucket=self._bucket, Key=key)
+            except ClientError as error:
+                if is_not_found(error):
+                    return []
+                raise Unavailable(f"S3 HeadObject failed: {error_code(error)}") from error
+            return [ReceivedPart(1, str(head["ETag"]), int(head["ContentLength"]))]
+        parts: list[ReceivedPart] = []
+        paginator = self._s3.get_paginator("list_parts")
+        try:
+            async for page in paginator.paginate(Bucket=self._bucket, Key=key, UploadId=multipart_upload_id):
+                parts.extend(
+                    ReceivedPart(int(part["PartNumber"]), str(part["ETag"]), int(part["Size"]))
+                    for part in page.get("Parts", ())
+                )
+        except ClientError as error:
+            if error_code(error) == "NoSuchUpload":
+                return None
+            raise Unavailable(f"S3 ListParts failed: {error_code(error)}") from error
+        return parts
 
     async def create_multipart(self, key: str, *, content_type: str) -> str:
         try:

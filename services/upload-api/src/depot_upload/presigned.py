@@ -11,6 +11,7 @@ Life of an upload, crash-safe at every step::
     complete  multipart assembled → object exists? → size and SHA-256 re-measured from S3
               → match: ``stored`` + ``document.stored`` outbox event (one TX)
               → mismatch: ``failed`` (TX committed) → object deleted
+    resume    the parts S3 already holds (ListParts) and fresh URLs for the others
     abort     ``failed`` (TX committed) → multipart aborted → object deleted
 
 A crash leaves a ``pending`` document past its TTL (the reconciler's ``stale_upload``) or
@@ -96,6 +97,10 @@ class UploadSession:
     def expired(self) -> bool:
         return self.seconds_left <= 0
 
+    def part_bytes(self, part_number: int) -> int:
+        """How many bytes part ``part_number`` holds: ``part_size``, the last one the rest."""
+        return min(self.part_size, self.size_bytes - (part_number - 1) * self.part_size)
+
 
 @dataclass(frozen=True)
 class PartUrl:
@@ -104,6 +109,26 @@ class PartUrl:
     part_number: int
     url: str
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReceivedPart:
+    """A part S3 holds for an upload in progress (the whole object, for a single-part upload)."""
+
+    part_number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """Where an upload stands: what S3 holds and where to send the rest."""
+
+    session: UploadSession
+    completed: bool
+    received: list[ReceivedPart]
+    parts: list[PartUrl]
+    """Fresh URLs for the parts S3 does not hold yet."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +201,12 @@ class PresignStore(Protocol):
 
     async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> PartUrl:
         """A ``PUT`` of one part; it dies with the multipart upload (completed or aborted)."""
+
+    async def received_parts(self, key: str, multipart_upload_id: str | None) -> list[ReceivedPart] | None:
+        """The parts S3 holds: ListParts of the multipart upload, or the object a single PUT made.
+
+        ``None`` when S3 no longer knows the multipart upload (completed or aborted).
+        """
 
     async def create_multipart(self, key: str, *, content_type: str) -> str:
         """Start an S3 multipart upload; return its id."""
@@ -296,16 +327,20 @@ class PresignedUploads:
         except DepotError as error:
             log.warning("upload.abort_failed", key=key, error=error.message)
 
-    async def _ticket(self, session: UploadSession, *, created: bool) -> UploadTicket:
+    async def _part_urls(self, session: UploadSession, numbers: Sequence[int]) -> list[PartUrl]:
+        """Presigned URLs of these parts, expiring with the upload."""
         expires_in = max(1, min(self._ttl, math.ceil(session.seconds_left)))
         key = session.object_key
         if session.multipart_upload_id is None:
-            parts = [await self._store.presign_put(key, sha256=session.sha256, expires_in=expires_in)]
-        else:
-            parts = [
-                await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in)
-                for number in range(1, session.part_count + 1)
-            ]
+            return [await self._store.presign_put(key, sha256=session.sha256, expires_in=expires_in) for _ in numbers]
+        return [
+            await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in)
+            for number in numbers
+        ]
+
+    async def _ticket(self, session: UploadSession, *, created: bool) -> UploadTicket:
+        parts = await self._part_urls(session, range(1, session.part_count + 1))
+        expires_in = max(1, min(self._ttl, math.ceil(session.seconds_left)))
         log.info(
             "upload.presigned",
             upload_id=str(session.id),
@@ -316,6 +351,37 @@ class PresignedUploads:
             expires_in=expires_in,
         )
         return UploadTicket(session=session, parts=parts, created=created)
+
+    async def resume(self, *, owner_id: str, upload_id: uuid.UUID) -> UploadProgress:
+        """The parts S3 already holds and fresh URLs for the others, so any client can carry on.
+
+        A part S3 holds with the wrong size is offered again. A completed upload has nothing
+        left to send. Changes nothing. Raises ``NotFound`` and ``Gone`` (``upload_expired``,
+        ``upload_aborted``, ``upload_failed``: the upload can never complete).
+        """
+        session = await self._session(owner_id, upload_id)
+        if session.document_status in _COMPLETED:
+            return UploadProgress(session, completed=True, received=[], parts=[])
+        if session.document_status is not Status.PENDING or session.status is not SessionStatus.PENDING:
+            raise _gone(session)
+        if session.expired:
+            raise _gone(session, FailureReason.EXPIRED)
+        held = await self._store.received_parts(session.object_key, session.multipart_upload_id)
+        if held is None:  # completed meanwhile, or aborted behind Depot's back
+            session = await self._session(owner_id, upload_id)
+            if session.document_status in _COMPLETED:
+                return UploadProgress(session, completed=True, received=[], parts=[])
+            raise Gone("the upload's parts are gone from storage; start a new upload", code="upload_failed")
+        received = sorted(
+            (part for part in held if 1 <= part.part_number <= session.part_count),
+            key=lambda part: part.part_number,
+        )
+        received = [part for part in received if part.size == session.part_bytes(part.part_number)]
+        have = {part.part_number for part in received}
+        missing = [number for number in range(1, session.part_count + 1) if number not in have]
+        parts = await self._part_urls(session, missing)
+        log.info("upload.resumed", upload_id=str(upload_id), parts_received=len(received), parts_missing=len(missing))
+        return UploadProgress(session, completed=False, received=received, parts=parts)
 
     async def complete(self, *, owner_id: str, upload_id: uuid.UUID, parts: Sequence[CompletedPart]) -> Document:
         """Verify the uploaded object against the declaration and store the document.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from depot_common.errors import Duplicate, NotFound
 from depot_common.web import CurrentPrincipal
 from depot_upload.api.schemas import DocumentOut, ErrorOut
-from depot_upload.presigned import CompletedPart, PresignedUploads, UploadTicket
+from depot_upload.presigned import CompletedPart, PresignedUploads, UploadProgress, UploadTicket
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
 
@@ -72,6 +72,42 @@ class UploadOut(BaseModel):
         )
 
 
+class ReceivedPartOut(BaseModel):
+    """A part S3 already holds: list it, with this ``etag``, when you complete the upload."""
+
+    part_number: int
+    etag: str
+    size: int
+
+
+class UploadStatusOut(BaseModel):
+    """Where an upload stands, for a client that carries it on (from any device)."""
+
+    upload_id: uuid.UUID
+    status: Literal["pending", "completed"] = Field(
+        description="`completed`: the bytes are the document's (`GET /v1/documents/{upload_id}`); nothing to send."
+    )
+    expires_at: datetime
+    part_size: int = Field(description="Bytes per part; the last part holds the remainder.")
+    parts_received: list[ReceivedPartOut] = Field(description="The parts S3 holds; do not send them again.")
+    parts: list[PartUrlOut] = Field(description="Fresh URLs for the parts not received yet, valid until `expires_at`.")
+
+    @classmethod
+    def of(cls, progress: UploadProgress) -> UploadStatusOut:
+        session = progress.session
+        return cls(
+            upload_id=session.id,
+            status="completed" if progress.completed else "pending",
+            expires_at=session.expires_at,
+            part_size=session.part_size,
+            parts_received=[
+                ReceivedPartOut(part_number=part.part_number, etag=part.etag, size=part.size)
+                for part in progress.received
+            ],
+            parts=[PartUrlOut(part_number=p.part_number, url=p.url, headers=p.headers) for p in progress.parts],
+        )
+
+
 class CompletedPartIn(BaseModel):
     """A part the client uploaded, with the ``ETag`` S3 answered its ``PUT`` with."""
 
@@ -125,6 +161,22 @@ async def create_upload(body: CreateUploadIn, principal: CurrentPrincipal, presi
     except Duplicate as error:
         raise _locate(error) from None
     return JSONResponse(UploadOut.of(ticket).model_dump(mode="json"), status_code=201 if ticket.created else 200)
+
+
+@router.get(
+    "/uploads/{upload_id}",
+    response_model=UploadStatusOut,
+    responses=_errors(404, 410, 503),
+    summary="Resume a presigned upload: the parts storage holds and fresh URLs for the rest.",
+)
+async def get_upload(upload_id: str, principal: CurrentPrincipal, presigned: PresignedDep) -> UploadStatusOut:
+    """Lists the parts S3 already holds (`parts_received`) and gives fresh URLs only for the others.
+
+    Any client of the owner can carry on an interrupted upload with it, then complete it with
+    every part's ETag. 404 for an unknown upload or another owner's; 410 `upload_expired`,
+    `upload_aborted` or `upload_failed` for one that can never complete.
+    """
+    return UploadStatusOut.of(await presigned.resume(owner_id=principal.owner_id, upload_id=_upload_id(upload_id)))
 
 
 @router.post(

@@ -87,7 +87,7 @@ def test_probes_point_at_the_port_the_process_serves_its_ops_endpoints_on() -> N
     for deployment in of_kind("Deployment"):
         spec = container(deployment)
         env = {item["name"]: item.get("value") for item in spec["env"]}
-        program, command = spec["command"]
+        _program, command = spec["command"]
         variable = "DEPOT_HTTP_PORT" if command == "serve" else "DEPOT_OPS_PORT"
         port = int(env[variable])
         (declared,) = spec["ports"]

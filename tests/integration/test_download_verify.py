@@ -10,16 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from depot_upload.settings import UploadSettings
-
-MIB = 1024 * 1024
-Auth = Callable[..., dict[str, str]]
+from tests.upload_helpers import MIB, Auth
 
 
 async def upload(http: httpx.AsyncClient, api: str, headers: dict[str, str], data: bytes) -> dict[str, Any]:

@@ -7,11 +7,9 @@ upload limit, so a multipart upload here has two or three parts.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -21,9 +19,19 @@ from botocore.exceptions import ClientError
 
 from depot_upload.settings import UploadSettings
 from tests.sigv4 import signature_matches, signed_headers
-
-MIB = 1024 * 1024
-Auth = Callable[..., dict[str, str]]
+from tests.upload_helpers import (
+    MIB,
+    Auth,
+    b64_sha256,
+    complete,
+    object_exists,
+    open_multipart_uploads,
+    put_part,
+    put_parts,
+    sha256,
+    start,
+    statuses,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -36,15 +44,6 @@ async def abort_leftover_uploads(
     for row in rows:
         response = await http.delete(f"{upload_api}/v1/uploads/{row['document_id']}", headers=auth(row["owner_id"]))
         assert response.status_code in (204, 409), response.text
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def b64_sha256(data: bytes) -> str:
-    """The SHA-256 as S3's ``x-amz-checksum-sha256`` spells it."""
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -62,75 +61,6 @@ async def s3_checks_checksums(s3: Any, upload_settings: UploadSettings) -> bool:
         return True
     await s3.delete_object(Bucket=upload_settings.s3_bucket, Key=key)
     return False
-
-
-async def start(
-    http: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    data: bytes,
-    *,
-    filename: str = "big.bin",
-    content_type: str | None = "application/octet-stream",
-    **overrides: Any,
-) -> httpx.Response:
-    """``POST /v1/uploads`` declaring ``data`` (any field overridable)."""
-    body = {"filename": filename, "size_bytes": len(data), "sha256": sha256(data), "content_type": content_type}
-    return await http.post(f"{url}/v1/uploads", headers=headers, json={**body, **overrides})
-
-
-async def put_part(
-    http: httpx.AsyncClient, upload: dict[str, Any], part: dict[str, Any], data: bytes
-) -> httpx.Response:
-    """PUT one part's share of ``data`` to its presigned URL with the headers signed into it, as a client must."""
-    size, number = upload["part_size"], part["part_number"]
-    return await http.put(part["url"], content=data[(number - 1) * size : number * size], headers=part["headers"])
-
-
-async def put_parts(http: httpx.AsyncClient, upload: dict[str, Any], data: bytes) -> list[dict[str, Any]]:
-    """PUT each part's bytes to its presigned URL, exactly as a client would; return the parts with ETags."""
-    parts = []
-    for part in upload["parts"]:
-        number = part["part_number"]
-        response = await put_part(http, upload, part, data)
-        assert response.status_code == 200, response.text
-        parts.append({"part_number": number, "etag": response.headers["ETag"]})
-    return parts
-
-
-async def complete(
-    http: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    upload_id: str,
-    parts: list[dict[str, Any]] | None = None,
-) -> httpx.Response:
-    body = None if parts is None else {"parts": parts}
-    return await http.post(f"{url}/v1/uploads/{upload_id}/complete", headers=headers, json=body)
-
-
-async def object_exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        await s3.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    return True
-
-
-async def open_multipart_uploads(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    listing = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
-    return [upload for upload in listing.get("Uploads", []) if upload["Key"] == key]
-
-
-async def statuses(pg_pool: asyncpg.Pool, upload_id: str) -> tuple[str, str, str | None]:
-    """``(document status, session status, failure reason)`` of an upload."""
-    row = await pg_pool.fetchrow(
-        "SELECT d.status AS document, s.status AS session, s.failure_reason"
-        " FROM upload.documents d JOIN upload.upload_sessions s ON s.document_id = d.id WHERE d.id = $1",
-        uuid.UUID(upload_id),
-    )
-    assert row is not None
-    return row["document"], row["session"], row["failure_reason"]
 
 
 async def test_single_part_upload_is_one_presigned_put_then_stored(

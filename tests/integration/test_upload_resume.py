@@ -20,9 +20,7 @@ from depot_upload.bootstrap import build_app
 from depot_upload.settings import UploadSettings
 from tests.conftest import serve
 from tests.recording_proxy import RecordingProxy
-
-MIB = 1024 * 1024
-Auth = Callable[..., dict[str, str]]
+from tests.upload_helpers import MIB, Auth
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 
 from depot_common.auth import JwksKeys, TokenVerifier, mint_token
 from depot_common.errors import Unauthorized, Unavailable
+from depot_devstack import servers
 from depot_reconciler.server import build_app as build_reconciler_app
 from depot_reconciler.settings import ReconcilerSettings
 from depot_upload.bootstrap import build_app
@@ -168,6 +169,18 @@ async def test_a_rotated_in_key_is_accepted_without_a_restart(
     response = await upload(http, oidc_api, rotated.sign(claims(owner())))
     assert response.status_code == 201, response.text
     assert issuer.fetches == fetches + 1
+
+
+async def test_an_issuer_never_reached_gives_503_not_401(
+    http: httpx.AsyncClient, rsa_key: SigningKey, make_settings: Callable[..., Any]
+) -> None:
+    """While the issuer's keys have never been fetched, a token gets 503 issuer_unavailable (retry), not 401."""
+    closed = f"http://127.0.0.1:{servers.free_port()}/certs"
+    settings = make_settings(UploadSettings, **oidc_settings(Issuer(url=closed)))
+    async with serve(build_app(settings)) as url:
+        response = await upload(http, url, rsa_key.sign(claims(owner())))
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "issuer_unavailable"
 
 
 # --- the key cache on its own -----------------------------------------------------------------

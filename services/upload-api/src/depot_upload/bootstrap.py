@@ -100,7 +100,8 @@ async def run_relay(settings: UploadSettings) -> None:
 @contextlib.asynccontextmanager
 async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple[EventConsumer, Compensations]]:
     """The started consumer of upload-api's compensations (and the handlers, for the purge); stopped on exit."""
-    pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2)
+    # per partition in flight: the consumer's inbox connection and the handler's unit of work
+    pool = await create_pool(settings.database_url, max_size=2 * settings.documents_partitions + 2)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
         async with s3_client(settings) as s3:

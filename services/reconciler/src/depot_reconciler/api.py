@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from depot_common.errors import BadRequest, Conflict, NotFound, Unprocessable
+from depot_common.openapi import raises
 from depot_common.web import AdminPrincipal
 from depot_reconciler import repository
 from depot_reconciler.apply import RunNotFound, RunNotPlanned, SafetyStop
@@ -24,7 +25,7 @@ router = APIRouter(prefix="/v1/reconcile", tags=["reconcile"])
 
 
 class ReconcileRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apply: bool = False
     checks: list[str] | None = None
@@ -32,7 +33,7 @@ class ReconcileRequest(BaseModel):
 
 
 class ApplyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     force: bool = False
 
@@ -76,7 +77,12 @@ def _run_json(run: repository.Run) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=202, summary="Start a run (dry run unless apply); it executes in the background.")
+@router.post(
+    "",
+    status_code=202,
+    responses=raises(Conflict, Unprocessable, conflict=["run_in_progress"], unprocessable=["unknown_check"]),
+    summary="Start a run (dry run unless apply); it executes in the background.",
+)
 async def start_run(_: AdminPrincipal, request: Request, body: ReconcileRequest | None = None) -> JSONResponse:
     body = body or ReconcileRequest()
     try:
@@ -88,7 +94,12 @@ async def start_run(_: AdminPrincipal, request: Request, body: ReconcileRequest 
     return JSONResponse({"run_id": str(run_id)}, status_code=202, headers={"Location": f"/v1/reconcile/runs/{run_id}"})
 
 
-@router.post("/runs/{run_id}/apply", status_code=202, summary="Apply a reviewed plan in the background.")
+@router.post(
+    "/runs/{run_id}/apply",
+    status_code=202,
+    responses=raises(NotFound, Conflict, conflict=["run_in_progress", "already_applied", "not_planned", "safety_stop"]),
+    summary="Apply a reviewed plan in the background.",
+)
 async def apply_run(
     _: AdminPrincipal, request: Request, run_id: uuid.UUID, body: ApplyRequest | None = None
 ) -> JSONResponse:
@@ -113,7 +124,11 @@ async def apply_run(
     return JSONResponse({"run_id": str(run_id), "status": "applying"}, status_code=202)
 
 
-@router.get("/runs", summary="Runs, newest first (keyset pagination).")
+@router.get(
+    "/runs",
+    responses=raises(BadRequest, bad_request=["invalid_cursor"]),
+    summary="Runs, newest first (keyset pagination).",
+)
 async def list_runs(
     _: AdminPrincipal,
     request: Request,
@@ -130,7 +145,11 @@ async def list_runs(
     }
 
 
-@router.get("/runs/{run_id}", summary="One run: status, counts per class, and a page of its findings.")
+@router.get(
+    "/runs/{run_id}",
+    responses=raises(BadRequest, NotFound, bad_request=["invalid_cursor"]),
+    summary="One run: status, counts per class, and a page of its findings.",
+)
 async def get_run(
     _: AdminPrincipal,
     request: Request,

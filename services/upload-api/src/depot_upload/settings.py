@@ -24,5 +24,7 @@ class UploadSettings(DepotSettings):
     )
     quarantine_purge_interval: int = Field(default=3600, gt=0, description="seconds between quarantine purges")
     compensations_group: str = "depot-upload-compensations"
-    consumer_session_timeout: int = Field(default=10, gt=0, description="seconds, Kafka consumer session")
+    consumer_session_timeout: int = Field(
+        default=6, gt=0, description="seconds before the broker considers a silent consumer dead"
+    )
     crash_at: CrashPoint | None = Field(default=None, description="fault injection for tests only")

@@ -14,15 +14,8 @@ import httpx
 import pytest
 
 from depot_upload.settings import UploadSettings
-from tests.integration.test_upload_api import object_keys, unique_text, upload
 from tests.multipart import multipart
-
-Auth = Callable[..., dict[str, str]]
-
-
-def owner() -> str:
-    return f"owner-{secrets.token_hex(4)}"
-
+from tests.upload_helpers import Auth, object_keys, owner, unique_text, upload
 
 # --- Idempotency-Key ----------------------------------------------------------------
 
@@ -376,7 +369,7 @@ async def test_idempotency_keys_are_forgotten_after_their_retention(
     http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
 ) -> None:
     """A key older than DEPOT_IDEMPOTENCY_RETENTION is purged; reusing it then is a fresh request."""
-    from depot_upload.repository import PostgresDocuments
+    from depot_upload.documents.repository import PostgresDocuments
 
     key = f"key-{secrets.token_hex(8)}"
     headers = {**auth("alice"), "Idempotency-Key": key}

@@ -1,0 +1,310 @@
+"""Presigned uploads (SPEC §4): the bytes go straight from the client to S3.
+
+Imports nothing outward (no FastAPI, asyncpg or boto): the adapters are the Protocols
+of :mod:`depot_upload.presigned.ports`, implemented by :mod:`.repository` and
+:mod:`.storage`; the types and rules are in :mod:`.domain`.
+
+Life of an upload, crash-safe at every step::
+
+    start     pending document + upload session (one unit of work); S3 multipart upload above one part
+    (client)  PUTs the bytes to the presigned URLs
+    complete  multipart assembled → object exists? → size and SHA-256 re-measured from S3
+              → match: ``stored`` + ``document.stored`` outbox event + session completed (one unit of work)
+              → mismatch: ``failed`` + ``document.failed`` (committed) → object deleted
+    abort     ``failed`` + ``document.failed`` (committed) → multipart aborted → object deleted
+
+A crash leaves a ``pending`` document past its TTL (the reconciler's ``stale_upload``) or
+an object without a live document (``orphan_object``). Bytes are deleted only after the
+transaction that stops referencing them has committed, and never while the document is
+``stored``.
+
+The session's ``expires_at`` is fixed when the upload starts (``now + upload_ttl``); a
+repeated start of the same content returns the same upload with fresh URLs that expire
+with it, so ``created_at + upload_ttl`` stays the deadline the reconciler checks.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+
+import structlog
+
+from depot_common.errors import Conflict, DepotError, Duplicate, NotFound
+from depot_upload.domain import (
+    Document,
+    Status,
+    StoredBlob,
+    normalize_content_type,
+    object_key,
+    validate_filename,
+)
+from depot_upload.presigned.domain import (
+    COMPLETED,
+    CompletedPart,
+    FailureReason,
+    PartUrl,
+    SessionStatus,
+    UploadSession,
+    UploadTicket,
+    check_declaration,
+    checked_parts,
+    checksum_mismatch,
+    gone,
+    matches,
+    part_size_for,
+)
+from depot_upload.presigned.ports import PresignStore, StoredDocuments, UploadSessions
+from depot_upload.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+
+class PresignedUploads:
+    def __init__(
+        self,
+        *,
+        sessions: UploadSessions,
+        store: PresignStore,
+        documents: StoredDocuments,
+        uow: UnitOfWorkFactory,
+        max_upload_bytes: int,
+        part_size: int,
+        ttl_seconds: int,
+    ) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._documents = documents
+        self._uow = uow
+        self._max_upload_bytes = max_upload_bytes
+        self._part_size = part_size
+        self._ttl = ttl_seconds
+
+    async def start(
+        self, *, owner_id: str, filename: str, size_bytes: int, sha256: str, content_type: str | None
+    ) -> UploadTicket:
+        """A new upload (``created``), or the owner's live upload of the same content.
+
+        Raises ``InvalidFilename``, ``PayloadTooLarge``, ``Unprocessable`` (``invalid_size``,
+        ``invalid_sha256``) and ``Duplicate`` (the owner already stored this content).
+        """
+        name = validate_filename(filename)
+        check_declaration(size_bytes=size_bytes, sha256=sha256, max_bytes=self._max_upload_bytes)
+        existing = await self._documents.find_stored_by_sha256(owner_id, sha256)
+        if existing is not None:
+            raise Duplicate("you already have a document with this content", existing_id=str(existing.id))
+
+        live = await self._sessions.find_live(owner_id, sha256)
+        if live is not None:
+            return await self._ticket(live, created=False)
+
+        document_id = uuid.uuid4()
+        key = object_key(document_id)
+        media_type = normalize_content_type(content_type, name)
+        part_size = part_size_for(size_bytes, self._part_size)
+        multipart_id = None
+        if size_bytes > part_size:
+            multipart_id = await self._store.create_multipart(key, content_type=media_type)
+        try:
+            async with self._uow() as uow:
+                await uow.sessions.lock_content(owner_id, sha256)  # concurrent starts share one upload
+                session = await uow.sessions.find_live(owner_id, sha256)
+                created = session is None
+                if session is None:
+                    await uow.documents.insert_pending(
+                        document_id=document_id,
+                        owner_id=owner_id,
+                        filename=name,
+                        content_type=media_type,
+                        object_key=key,
+                    )
+                    session = await uow.sessions.insert(
+                        document_id=document_id,
+                        owner_id=owner_id,
+                        size_bytes=size_bytes,
+                        sha256=sha256,
+                        part_size=part_size,
+                        multipart_upload_id=multipart_id,
+                        ttl_seconds=self._ttl,
+                    )
+                await uow.commit()
+        except BaseException:
+            if multipart_id is not None:
+                await self._discard_multipart(key, multipart_id)
+            raise
+        if not created and multipart_id is not None:  # lost the race to a concurrent start
+            await self._discard_multipart(key, multipart_id)
+        return await self._ticket(session, created=created)
+
+    async def _discard_multipart(self, key: str, multipart_id: str) -> None:
+        """Abort a multipart upload no session refers to (best effort: it holds no object)."""
+        try:
+            await self._store.abort_multipart(key, multipart_id)
+        except DepotError as error:
+            log.warning("upload.abort_failed", key=key, error=error.message)
+
+    async def _ticket(self, session: UploadSession, *, created: bool) -> UploadTicket:
+        expires_in = max(1, min(self._ttl, math.ceil(session.seconds_left)))
+        key = session.object_key
+        if session.multipart_upload_id is None:
+            parts = [PartUrl(1, await self._store.presign_put(key, expires_in=expires_in))]
+        else:
+            parts = [
+                PartUrl(
+                    number,
+                    await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in),
+                )
+                for number in range(1, session.part_count + 1)
+            ]
+        log.info(
+            "upload.presigned",
+            upload_id=str(session.id),
+            size_bytes=session.size_bytes,
+            parts=len(parts),
+            multipart=session.multipart_upload_id is not None,
+            reused=not created,
+            expires_in=expires_in,
+        )
+        return UploadTicket(session=session, parts=parts, created=created)
+
+    async def complete(self, *, owner_id: str, upload_id: uuid.UUID, parts: Sequence[CompletedPart]) -> Document:
+        """Verify the uploaded object against the declaration and store the document.
+
+        Idempotent: completing a completed upload returns its document. Raises ``NotFound``,
+        ``Conflict`` (``not_uploaded``), ``Unprocessable`` (``checksum_mismatch``,
+        ``parts_required``, ``invalid_parts``), ``Gone`` (``upload_expired``,
+        ``upload_aborted``, ``upload_failed``) and ``Duplicate``.
+        """
+        session = await self._session(owner_id, upload_id)
+        if session.document_status in COMPLETED:
+            return await self._document(owner_id, upload_id)
+        if session.document_status is not Status.PENDING or session.status is not SessionStatus.PENDING:
+            raise gone(session)
+        if session.expired:
+            if not await self._fail(session, FailureReason.EXPIRED):
+                return await self._document(owner_id, upload_id)
+            raise gone(session, FailureReason.EXPIRED)
+
+        key = session.object_key
+        if session.multipart_upload_id is not None:
+            await self._store.complete_multipart(
+                key, session.multipart_upload_id, checked_parts(parts, session.part_count)
+            )
+        size = await self._store.size_of(key)
+        if size is None:
+            raise Conflict("nothing was uploaded to this upload's URL yet", code="not_uploaded")
+        blob = StoredBlob(size_bytes=size, sha256="") if size != session.size_bytes else await self._store.measure(key)
+        if blob is None:
+            raise Conflict("nothing was uploaded to this upload's URL yet", code="not_uploaded")
+        if not matches(session, blob):
+            await self._reject(session, blob)
+
+        try:
+            async with self._uow() as uow:
+                document = await store_upload(uow, upload_id, blob)
+                await uow.commit()
+        except Duplicate:
+            if await self._fail(session, FailureReason.DUPLICATE):
+                log.info("upload.duplicate", upload_id=str(upload_id), sha256=blob.sha256)
+            raise
+        if document is None:  # aborted or completed concurrently: the row says who won
+            if not await self._fail(session, FailureReason.ABORTED):
+                return await self._document(owner_id, upload_id)
+            raise gone(await self._session(owner_id, upload_id))
+        log.info(
+            "upload.completed",
+            upload_id=str(upload_id),
+            size_bytes=blob.size_bytes,
+            sha256=blob.sha256,
+            multipart=session.multipart_upload_id is not None,
+        )
+        return document
+
+    async def _reject(self, session: UploadSession, blob: StoredBlob) -> None:
+        """Fail the upload whose bytes do not match the declaration, then remove them."""
+        await self._fail(session, FailureReason.CHECKSUM_MISMATCH)
+        log.warning(
+            "upload.checksum_mismatch",
+            upload_id=str(session.id),
+            expected_size=session.size_bytes,
+            actual_size=blob.size_bytes,
+            expected_sha256=session.sha256,
+            actual_sha256=blob.sha256 or None,
+        )
+        raise checksum_mismatch(session, blob)
+
+    async def abort(self, *, owner_id: str, upload_id: uuid.UUID) -> None:
+        """Abandon the upload: ``failed``, parts aborted, any uploaded object removed.
+
+        Idempotent for an upload that already failed. Raises ``NotFound`` and ``Conflict``
+        (``upload_completed``: the document exists; delete it instead).
+        """
+        session = await self._session(owner_id, upload_id)
+        if session.document_status in COMPLETED or not await self._fail(session, FailureReason.ABORTED):
+            error = Conflict(
+                "this upload completed; delete the document instead",
+                code="upload_completed",
+                document_id=str(upload_id),
+            )
+            error.headers["Location"] = f"/v1/documents/{upload_id}"
+            raise error
+
+    async def _fail(self, session: UploadSession, reason: FailureReason) -> bool:
+        """Mark the upload failed (committed first), then release its S3 resources.
+
+        An upload that had already failed is cleaned again (a retry after a crash). Returns
+        False, touching nothing in S3, when the document was stored meanwhile.
+        """
+        async with self._uow() as uow:
+            failed_now = await fail_upload(uow, session.id, reason)
+            await uow.commit()
+        if not failed_now:
+            current = await self._sessions.get(session.owner_id, session.id)
+            if current is None or current.document_status is not Status.FAILED:
+                return False
+        if session.multipart_upload_id is not None:
+            await self._store.abort_multipart(session.object_key, session.multipart_upload_id)
+        await self._store.delete(session.object_key)
+        if failed_now:
+            log.info("upload.aborted", upload_id=str(session.id), reason=str(reason))
+        return True
+
+    async def _session(self, owner_id: str, upload_id: uuid.UUID) -> UploadSession:
+        session = await self._sessions.get(owner_id, upload_id)
+        if session is None:
+            raise NotFound("upload not found")
+        return session
+
+    async def _document(self, owner_id: str, document_id: uuid.UUID) -> Document:
+        document = await self._documents.get(owner_id, document_id)
+        if document is None:  # stored, then deleted by its owner
+            raise NotFound("upload not found")
+        return document
+
+
+async def store_upload(uow: UnitOfWork, upload_id: uuid.UUID, blob: StoredBlob) -> Document | None:
+    """In ``uow``: ``pending`` → ``stored`` (with its event) and the session completed.
+
+    ``None`` when the document is no longer ``pending``; ``Duplicate`` when the owner
+    stored this content meanwhile.
+    """
+    pending = await uow.documents.lock(upload_id)
+    if pending is None or pending.status is not Status.PENDING:
+        return None
+    document = await uow.apply(pending.store(blob))
+    await uow.sessions.mark_completed(upload_id)
+    return document
+
+
+async def fail_upload(uow: UnitOfWork, upload_id: uuid.UUID, reason: FailureReason) -> bool:
+    """In ``uow``: ``pending`` → ``failed`` (``document.failed``, ``upload_<reason>``) and the session's reason.
+
+    False, changing nothing, when the document is no longer ``pending``.
+    """
+    pending = await uow.documents.lock(upload_id)
+    if pending is None or pending.status is not Status.PENDING:
+        return False
+    await uow.apply(pending.fail(f"upload_{reason}"))
+    await uow.sessions.mark_failed(upload_id, reason)
+    return True

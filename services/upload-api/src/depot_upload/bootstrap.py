@@ -26,7 +26,14 @@ from depot_upload.api.uploads import router as uploads_router
 from depot_upload.blobstore import S3BlobStore
 from depot_upload.compensations import INDEXER_TYPES, Compensations
 from depot_upload.compensations_repository import PostgresCompensations
+from depot_upload.events_stream.endpoints import router as events_router
+from depot_upload.events_stream.feed import KafkaFeed
+from depot_upload.events_stream.service import EventHub
 from depot_upload.faults import CrashPoints
+from depot_upload.pipeline.endpoints import router as pipeline_router
+from depot_upload.pipeline.offsets import KafkaOffsets
+from depot_upload.pipeline.repository import PostgresOutboxes
+from depot_upload.pipeline.service import PipelineHealth
 from depot_upload.presign_store import S3CompensationObjects, S3PresignStore
 from depot_upload.presigned import PresignedUploads
 from depot_upload.repository import SCHEMA, PostgresDocuments
@@ -64,9 +71,18 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 part_size=settings.part_size,
                 ttl_seconds=settings.upload_ttl,
             )
+            app.state.pipeline = PipelineHealth(
+                PostgresOutboxes(pool), KafkaOffsets(settings.kafka_servers), consumers=settings.pipeline_pairs
+            )
+            app.state.event_hub = hub = EventHub(capacity=settings.events_client_buffer)
+            app.state.events_heartbeat_interval = settings.events_heartbeat_interval
+            feed = KafkaFeed(hub, settings.kafka_servers, partitions=settings.documents_partitions)
             log.info("upload_api.started")
             purge = partial(documents.purge_idempotency_keys, settings.idempotency_retention)
-            async with background_task(every(300, purge, name="idempotency.purge")):
+            async with (
+                background_task(every(300, purge, name="idempotency.purge")),
+                background_task(feed.run()),
+            ):
                 yield {}
 
     app = create_app(
@@ -78,6 +94,8 @@ def build_app(settings: UploadSettings) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(uploads_router)
+    app.include_router(events_router)
+    app.include_router(pipeline_router)
     return app
 
 

@@ -11,7 +11,7 @@ from fastapi.sse import format_sse_event
 
 from depot_common.errors import Unavailable
 from depot_common.web import CurrentPrincipal
-from depot_upload.api.schemas import ErrorOut
+from depot_upload.api.responses import ErrorOut
 from depot_upload.events_stream.service import EventHub, StreamEvent, Subscription
 
 router = APIRouter(prefix="/v1", tags=["events"])

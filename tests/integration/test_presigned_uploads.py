@@ -7,21 +7,27 @@ upload limit, so a multipart upload here has two or three parts.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from botocore.exceptions import ClientError
 
 from depot_upload.settings import UploadSettings
-
-MIB = 1024 * 1024
-Auth = Callable[..., dict[str, str]]
+from tests.upload_helpers import (
+    MIB,
+    Auth,
+    complete,
+    object_exists,
+    open_multipart_uploads,
+    put_parts,
+    sha256,
+    start,
+    statuses,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -34,72 +40,6 @@ async def abort_leftover_uploads(
     for row in rows:
         response = await http.delete(f"{upload_api}/v1/uploads/{row['document_id']}", headers=auth(row["owner_id"]))
         assert response.status_code in (204, 409), response.text
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-async def start(
-    http: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    data: bytes,
-    *,
-    filename: str = "big.bin",
-    content_type: str | None = "application/octet-stream",
-    **overrides: Any,
-) -> httpx.Response:
-    """``POST /v1/uploads`` declaring ``data`` (any field overridable)."""
-    body = {"filename": filename, "size_bytes": len(data), "sha256": sha256(data), "content_type": content_type}
-    return await http.post(f"{url}/v1/uploads", headers=headers, json={**body, **overrides})
-
-
-async def put_parts(http: httpx.AsyncClient, upload: dict[str, Any], data: bytes) -> list[dict[str, Any]]:
-    """PUT each part's bytes to its presigned URL, exactly as a client would; return the parts with ETags."""
-    size = upload["part_size"]
-    parts = []
-    for part in upload["parts"]:
-        number = part["part_number"]
-        response = await http.put(part["url"], content=data[(number - 1) * size : number * size])
-        assert response.status_code == 200, response.text
-        parts.append({"part_number": number, "etag": response.headers["ETag"]})
-    return parts
-
-
-async def complete(
-    http: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    upload_id: str,
-    parts: list[dict[str, Any]] | None = None,
-) -> httpx.Response:
-    body = None if parts is None else {"parts": parts}
-    return await http.post(f"{url}/v1/uploads/{upload_id}/complete", headers=headers, json=body)
-
-
-async def object_exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        await s3.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    return True
-
-
-async def open_multipart_uploads(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    listing = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
-    return [upload for upload in listing.get("Uploads", []) if upload["Key"] == key]
-
-
-async def statuses(pg_pool: asyncpg.Pool, upload_id: str) -> tuple[str, str, str | None]:
-    """``(document status, session status, failure reason)`` of an upload."""
-    row = await pg_pool.fetchrow(
-        "SELECT d.status AS document, s.status AS session, s.failure_reason"
-        " FROM upload.documents d JOIN upload.upload_sessions s ON s.document_id = d.id WHERE d.id = $1",
-        uuid.UUID(upload_id),
-    )
-    assert row is not None
-    return row["document"], row["session"], row["failure_reason"]
 
 
 async def test_single_part_upload_is_one_presigned_put_then_stored(

@@ -21,7 +21,6 @@ from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_common.web import create_app
-from depot_upload.compensations.repository import PostgresCompensations
 from depot_upload.compensations.service import INDEXER_TYPES, Compensations
 from depot_upload.compensations.storage import S3CompensationObjects
 from depot_upload.documents.endpoints import router as documents_router
@@ -36,6 +35,7 @@ from depot_upload.pipeline.endpoints import router as pipeline_router
 from depot_upload.pipeline.offsets import KafkaOffsets
 from depot_upload.pipeline.repository import PostgresOutboxes
 from depot_upload.pipeline.service import PipelineHealth
+from depot_upload.postgres import PostgresUnitOfWork
 from depot_upload.presigned.endpoints import router as uploads_router
 from depot_upload.presigned.repository import PostgresUploadSessions
 from depot_upload.presigned.service import PresignedUploads
@@ -56,8 +56,10 @@ def build_app(settings: UploadSettings) -> FastAPI:
         async with resources as (pool, s3):
             await ensure_bucket(s3, settings.s3_bucket)
             documents = PostgresDocuments(pool)
+            uow = partial(PostgresUnitOfWork, pool)
             app.state.service = UploadService(
                 documents=documents,
+                uow=uow,
                 blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
                 max_upload_bytes=settings.max_upload_bytes,
                 download_url_ttl=settings.download_url_ttl,
@@ -68,6 +70,7 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 sessions=PostgresUploadSessions(pool),
                 store=S3PresignStore(s3, bucket=settings.s3_bucket),
                 documents=documents,
+                uow=uow,
                 max_upload_bytes=settings.max_upload_bytes,
                 part_size=settings.part_size,
                 ttl_seconds=settings.upload_ttl,
@@ -115,14 +118,16 @@ async def run_relay(settings: UploadSettings) -> None:
 @contextlib.asynccontextmanager
 async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple[EventConsumer, Compensations]]:
     """The started consumer of upload-api's compensations (and the handlers, for the purge); stopped on exit."""
-    pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2)
+    # per partition in flight: the consumer's inbox connection and the handler's unit of work
+    pool = await create_pool(settings.database_url, max_size=2 * settings.documents_partitions + 2)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
         async with s3_client(settings) as s3:
             compensations = Compensations(
-                PostgresCompensations(pool, upload_ttl=settings.upload_ttl),
+                partial(PostgresUnitOfWork, pool),
                 S3CompensationObjects(s3, bucket=settings.s3_bucket),
                 quarantine_retention=settings.quarantine_retention,
+                upload_ttl=settings.upload_ttl,
             )
             async with running_consumer(
                 bootstrap=settings.kafka_servers,

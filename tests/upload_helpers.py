@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import uuid
@@ -50,6 +51,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def b64_sha256(data: bytes) -> str:
+    """The SHA-256 as S3's ``x-amz-checksum-sha256`` spells it."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
 async def start(
     http: httpx.AsyncClient,
     url: str,
@@ -65,13 +71,20 @@ async def start(
     return await http.post(f"{url}/v1/uploads", headers=headers, json={**body, **overrides})
 
 
+async def put_part(
+    http: httpx.AsyncClient, upload: dict[str, Any], part: dict[str, Any], data: bytes
+) -> httpx.Response:
+    """PUT one part's share of ``data`` to its presigned URL with the headers signed into it, as a client must."""
+    size, number = upload["part_size"], part["part_number"]
+    return await http.put(part["url"], content=data[(number - 1) * size : number * size], headers=part["headers"])
+
+
 async def put_parts(http: httpx.AsyncClient, upload: dict[str, Any], data: bytes) -> list[dict[str, Any]]:
-    """PUT each part's bytes to its presigned URL, exactly as a client would; return the parts with ETags."""
-    size = upload["part_size"]
+    """PUT each part's bytes to its presigned URL with its signed headers, as a client must; the parts with ETags."""
     parts = []
     for part in upload["parts"]:
         number = part["part_number"]
-        response = await http.put(part["url"], content=data[(number - 1) * size : number * size])
+        response = await put_part(http, upload, part, data)
         assert response.status_code == 200, response.text
         parts.append({"part_number": number, "etag": response.headers["ETag"]})
     return parts

@@ -10,9 +10,10 @@ each feature's ``fakes.py``. Integration tests against real servers stay beside 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -24,7 +25,7 @@ from depot_common.errors import Conflict, PayloadTooLarge, Unavailable
 from depot_upload.compensations.fakes import FakeCompensationRecords, QuarantineRow
 from depot_upload.documents.fakes import FakeDocuments
 from depot_upload.domain import Document, StoredBlob, Transition
-from depot_upload.presigned.domain import CompletedPart
+from depot_upload.presigned.domain import CompletedPart, PartUrl, ReceivedPart
 from depot_upload.presigned.fakes import FakeUploadSessions, SessionRow
 from depot_upload.unit_of_work import EVENT_TYPES
 
@@ -184,7 +185,7 @@ class FakeBucket:
         self.put(key, bytes(body))
         return StoredBlob(size_bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
+    async def open(self, key: str) -> AsyncGenerator[bytes, None]:
         await self._call("open", key)
         if key not in self.objects:
             raise Unavailable("document content cannot be read: NoSuchKey", code="content_unavailable")
@@ -194,11 +195,25 @@ class FakeBucket:
         return f"https://bucket.invalid/{key}?op=get&expires={expires_in}"
 
     # -- PresignStore --
-    async def presign_put(self, key: str, *, expires_in: int) -> str:
-        return f"https://bucket.invalid/{key}?op=put&expires={expires_in}"
+    async def presign_put(self, key: str, *, sha256: str, expires_in: int) -> PartUrl:
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        url = f"https://bucket.invalid/{key}?op=put&expires={expires_in}"
+        return PartUrl(1, url, {"If-None-Match": "*", "x-amz-checksum-sha256": checksum})
 
-    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> str:
-        return f"https://bucket.invalid/{key}?uploadId={multipart_upload_id}&partNumber={part_number}"
+    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> PartUrl:
+        return PartUrl(
+            part_number, f"https://bucket.invalid/{key}?uploadId={multipart_upload_id}&partNumber={part_number}"
+        )
+
+    async def received_parts(self, key: str, multipart_upload_id: str | None) -> list[ReceivedPart] | None:
+        await self._call("received_parts", key)
+        if multipart_upload_id is None:
+            found = self.objects.get(key)
+            return [] if found is None else [ReceivedPart(1, _etag(found.data), len(found.data))]
+        if multipart_upload_id not in self.multipart:
+            return None
+        received = self.multipart[multipart_upload_id][1]
+        return [ReceivedPart(number, _etag(data), len(data)) for number, data in sorted(received.items())]
 
     async def create_multipart(self, key: str, *, content_type: str) -> str:
         await self._call("create_multipart", key)
@@ -255,5 +270,5 @@ def _etag(data: bytes) -> str:
     return f'"{hashlib.md5(data).hexdigest()}"'  # noqa: S324 - S3's ETag of a part, not a security hash
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
+async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
     yield data

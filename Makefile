@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/common services/upload-api services/indexer services/reconciler deploy
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: dev test test-fast lint fmt bench lock clean venv help schemas
+.PHONY: dev test test-fast lint fmt bench lock clean venv help schemas console chromium
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,11 +25,35 @@ $(STAMP): requirements/constraints.txt $(PYPROJECTS)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
 	touch $(STAMP)
 
-dev: $(STAMP) ## run the whole system locally (PostgreSQL, Kafka protocol, S3 protocol, services)
+# The web console's browser libraries: npm installs them from the committed lock (no download
+# addresses recorded: web/.npmrc) and we copy the files the console loads next to its own
+# static files. Nothing is built; Node.js is not needed to run the console.
+CONSOLE_WEB    := services/upload-api/web
+CONSOLE_VENDOR := services/upload-api/src/depot_upload/console/static/vendor
+CONSOLE_ASSETS := $(CONSOLE_VENDOR)/sha256.umd.min.js
+CHROMIUM       ?= /usr/bin/chromium
+
+console: $(CONSOLE_ASSETS) ## install the web console's npm packages and copy them into its static files
+
+$(CONSOLE_ASSETS): $(CONSOLE_WEB)/package.json $(CONSOLE_WEB)/package-lock.json
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq npm; } || \
+		{ echo "The web console needs npm to install its libraries: apt-get install npm (Debian) or install Node.js"; exit 1; }
+	cd $(CONSOLE_WEB) && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(CONSOLE_VENDOR)
+	cp $(CONSOLE_WEB)/node_modules/hash-wasm/dist/sha256.umd.min.js $(CONSOLE_VENDOR)/
+	cp $(CONSOLE_WEB)/node_modules/hash-wasm/LICENSE $(CONSOLE_VENDOR)/hash-wasm.LICENSE
+
+chromium: ## the browser the console's tests drive (Debian's chromium package; never `playwright install`)
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		{ echo "The browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install chromium' (Debian/Ubuntu)"; \
+		  echo "or point CHROMIUM=/path/to/chromium at one (make test CHROMIUM=...)."; exit 1; }
+
+dev: $(STAMP) $(CONSOLE_ASSETS) ## run the whole system locally (PostgreSQL, Kafka protocol, S3 protocol, services)
 	$(BIN)/python -m depot_devstack
 
-test: $(STAMP) ## run every test against real servers (started locally when not given)
-	$(BIN)/python -m pytest
+test: $(STAMP) $(CONSOLE_ASSETS) chromium ## run every test against real servers (started locally when not given)
+	DEPOT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .

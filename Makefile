@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/common services/upload-api services/indexer services/reconciler deploy
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: dev test test-fast lint fmt bench lock clean venv help schemas console chromium
+.PHONY: tools dev test test-fast lint fmt bench chaos lock clean venv help schemas console
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,7 +31,6 @@ $(STAMP): requirements/constraints.txt $(PYPROJECTS)
 CONSOLE_WEB    := services/upload-api/web
 CONSOLE_VENDOR := services/upload-api/src/depot_upload/console/static/vendor
 CONSOLE_ASSETS := $(CONSOLE_VENDOR)/sha256.umd.min.js
-CHROMIUM       ?= /usr/bin/chromium
 
 console: $(CONSOLE_ASSETS) ## install the web console's npm packages and copy them into its static files
 
@@ -43,17 +42,24 @@ $(CONSOLE_ASSETS): $(CONSOLE_WEB)/package.json $(CONSOLE_WEB)/package-lock.json
 	cp $(CONSOLE_WEB)/node_modules/hash-wasm/dist/sha256.umd.min.js $(CONSOLE_VENDOR)/
 	cp $(CONSOLE_WEB)/node_modules/hash-wasm/LICENSE $(CONSOLE_VENDOR)/hash-wasm.LICENSE
 
-chromium: ## the browser the console's tests drive (Debian's chromium package; never `playwright install`)
-	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
-		{ echo "The browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install chromium' (Debian/Ubuntu)"; \
-		  echo "or point CHROMIUM=/path/to/chromium at one (make test CHROMIUM=...)."; exit 1; }
-
 dev: $(STAMP) $(CONSOLE_ASSETS) ## run the whole system locally (PostgreSQL, Kafka protocol, S3 protocol, services)
 	$(BIN)/python -m depot_devstack
 
-test: $(STAMP) $(CONSOLE_ASSETS) chromium ## run every test against real servers (started locally when not given)
-	DEPOT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
+# Debian packages the tests need, as command:package (installed when missing; root needed).
+# chromium: the browser the web console's tests drive (never `playwright install`).
+SYSTEM_TOOLS := promtool:prometheus chromium:chromium
+
+tools: ## install the system tools the tests need (Debian packages) when they are missing
+	@for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 && continue; \
+	  echo "installing Debian package $$pkg (for $$cmd)"; \
+	  { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkg; } >/dev/null; } \
+	    || { echo "$$cmd is missing and could not be installed: run 'sudo apt-get install $$pkg'"; exit 1; }; \
+	done
+	@command -v kubectl >/dev/null 2>&1 || { echo "kubectl (>= 1.14, it carries kustomize) is missing: install it from your distribution or the Kubernetes releases"; exit 1; }
+
+test: $(STAMP) tools $(CONSOLE_ASSETS) ## run every test against real servers (started locally when not given)
+	$(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
@@ -69,6 +75,9 @@ schemas: $(STAMP) ## regenerate docs/events/schemas/*.json from the event models
 
 bench: $(STAMP) ## benchmarks: figures as ratios against a baseline from the same run
 	$(BIN)/python -m benchmarks
+
+chaos: $(STAMP) ## fault-injection soak (~10 min): kills, S3/broker pauses, a PostgreSQL crash; SPEC §8 counted
+	$(BIN)/python -m depot_devstack.chaos $(CHAOS_ARGS)
 
 lock: $(STAMP) ## recompile requirements/constraints.txt from requirements/requirements.in
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --no-annotate --custom-compile-command "make lock" \

@@ -106,6 +106,7 @@ async def test_three_uploads_name_the_duplicate_and_reach_indexed_live(
     for name in ("notes.txt", "budget.md"):
         await expect(documents(page).filter(has_text=name)).to_contain_text("stored")
     await expect(documents(page)).to_have_count(2)
+    await screenshot(page, "console-upload.png")
     if not console_stack.serves("/v1/events", who):
         pytest.skip("GET /v1/events is not served by this build: live stages cannot arrive")
     for name in ("notes.txt", "budget.md"):

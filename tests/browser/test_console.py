@@ -107,6 +107,9 @@ async def test_three_uploads_name_the_duplicate_and_reach_indexed_live(
         await expect(documents(page).filter(has_text=name)).to_contain_text("stored")
     await expect(documents(page)).to_have_count(2)
     await screenshot(page, "console-upload.png")
+    await page.set_viewport_size({"width": 375, "height": 800})
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 375, "usable at 375 px: no sideways scroll"
+    await page.set_viewport_size({"width": 1100, "height": 900})
     if not console_stack.serves("/v1/events", who):
         pytest.skip("GET /v1/events is not served by this build: live stages cannot arrive")
     for name in ("notes.txt", "budget.md"):
@@ -201,7 +204,7 @@ async def test_large_file_goes_in_parts_and_resumes_after_a_reload(
 
 
 async def test_errors_are_explained_in_words(console_stack: Stack, page: Page, files: Path) -> None:
-    """A file over the limit and a refused token are explained, and no bytes are sent for the first."""
+    """A file chosen with the keyboard over the limit, and a refused token, are explained; no byte is sent."""
     who = owner("alice")
     huge = files / "huge.bin"
     with huge.open("wb") as sparse:
@@ -209,7 +212,13 @@ async def test_errors_are_explained_in_words(console_stack: Stack, page: Page, f
     await sign_in(page, console_stack, who)
     puts: list[str] = []
     page.on("request", lambda request: puts.append(request.url) if request.method in {"PUT", "POST"} else None)
-    await page.get_by_label("Choose files").set_input_files([huge])
+    for _ in range(8):  # Tab through the header to the file chooser
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.id") == "file-input":
+            break
+    async with page.expect_file_chooser() as chooser:
+        await page.keyboard.press("Space")
+    await (await chooser.value).set_files([huge])
     await expect(uploads(page).filter(has_text="huge.bin")).to_contain_text(
         "Too large: Depot accepts files up to 40 MiB"
     )

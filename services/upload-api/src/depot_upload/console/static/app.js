@@ -5,7 +5,7 @@
 import { ApiError, formatBytes, loadConfig, search, session, upload as api } from "./api.js";
 import { EventStream } from "./events.js";
 import { Upload } from "./uploader.js";
-import { $, announce, confirmAction, el, seconds, when } from "./dom.js";
+import { $, announce, confirmAction, el, fill, seconds, when } from "./dom.js";
 import { probeAdmin, showOperations } from "./operations.js";
 
 const PAGE = 20;
@@ -163,7 +163,8 @@ function renderItem(item, doc) {
   const name = doc.filename;
   const reason = reasons.get(doc.id);
   const gone = stage === "deleted";
-  item.replaceChildren(
+  fill(
+    item,
     el(
       "div",
       { class: "doc-head" },
@@ -307,7 +308,8 @@ function renderUpload(item) {
     }
   }
   const active = !item.finished;
-  item.element.replaceChildren(
+  fill(
+    item.element,
     el(
       "div",
       { class: "doc-head" },
@@ -316,7 +318,9 @@ function renderUpload(item) {
         ? el("span", { class: `stage stage-${item.state === "duplicate" ? "duplicate" : "failed"}` }, item.state)
         : el("span", { class: `stage stage-${stage}` }, stage),
     ),
-    el("progress", { max: file.size || 1, value: item.state === "stored" ? file.size || 1 : shown, "aria-label": `Progress of ${file.name}` }),
+    item.state === "duplicate"
+      ? null
+      : el("progress", { max: file.size || 1, value: item.state === "stored" ? file.size || 1 : shown, "aria-label": `Progress of ${file.name}` }),
     el("div", { class: "doc-meta" }, progressText),
     message,
     el(

@@ -18,6 +18,11 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+/** Replace a node's children; null and false children are left out (never the text "null"). */
+export function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((child) => child != null && child !== false));
+}
+
 export function announce(text) {
   $("announcer").textContent = "";
   setTimeout(() => ($("announcer").textContent = text), 50);

@@ -2,7 +2,7 @@
 // The reconciler API decides who is an admin: its run list answers 200 to admins, 403 to others.
 
 import { ApiError, reconciler, upload as api } from "./api.js";
-import { $, confirmAction, el, seconds, when } from "./dom.js";
+import { $, confirmAction, el, fill, seconds, when } from "./dom.js";
 
 const POLL_MS = 700;
 let current = null; // the run shown
@@ -37,7 +37,7 @@ function label(key) {
 /** Any JSON value as definition lists and tables (the health endpoints grow over time). */
 function render(value, key = "") {
   if (value == null) return "–";
-  if (typeof value === "number" && /_s$|_seconds$|age/.test(key)) return seconds(value);
+  if (typeof value === "number" && /_s$|_seconds$|\bage\b/.test(key)) return seconds(value);
   if (typeof value !== "object") return String(value);
   if (Array.isArray(value)) {
     if (!value.length) return "none";
@@ -63,6 +63,23 @@ function render(value, key = "") {
   );
 }
 
+const pick = (rows, columns) =>
+  (rows || []).map((row) => Object.fromEntries(Object.entries(columns).map(([key, name]) => [name, row[key]])));
+
+/** GET /v1/admin/pipeline as three tables: outboxes, consumer lag, dead-letter queues. */
+function pipeline(health) {
+  if (!health.outboxes && !health.consumers && !health.dlqs) return [el("h3", {}, "Pipeline"), render(health)];
+  return [
+    el("h3", {}, "Outboxes"),
+    render(pick(health.outboxes, { schema: "schema", topic: "topic", backlog: "backlog", oldest_unpublished_age_s: "oldest unpublished (age)" })),
+    el("h3", {}, "Consumer lag"),
+    render(pick(health.consumers, { group: "group", topic: "topic", lag: "lag (events behind)" })),
+    el("h3", {}, "Dead-letter queues"),
+    render(pick(health.dlqs, { topic: "DLQ topic", messages: "messages", pending: "not redriven" })),
+    el("p", { class: "hint" }, `Checked ${when(health.checked_at)}. A dash: that figure could not be read.`),
+  ];
+}
+
 async function loadHealth() {
   const parts = [];
   try {
@@ -73,12 +90,11 @@ async function loadHealth() {
   }
   try {
     const health = (await api("/v1/admin/pipeline", { what: "Pipeline health" })).body;
-    parts.push(el("h3", {}, "Pipeline"), render(health));
+    parts.push(...pipeline(health));
   } catch (error) {
-    const missing = error instanceof ApiError && error.status === 404;
-    parts.push(el("p", { class: missing ? "hint" : "error" }, missing ? "Consumer lag and DLQ counts are not served by this upload API yet." : error.message));
+    parts.push(el("p", { class: "error" }, error.message));
   }
-  $("health").replaceChildren(...parts);
+  fill($("health"), parts);
 }
 
 // --- reconciler runs -----------------------------------------------------------------------
@@ -178,7 +194,7 @@ function renderRun(run, safety = null) {
     children.push(el("button", { type: "button", class: "primary", onclick: () => apply(run, false) }, "Apply this plan"));
   }
   if (safety) children.push(safety);
-  $("run").replaceChildren(...children);
+  fill($("run"), children);
 }
 
 async function apply(run, force) {

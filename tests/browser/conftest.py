@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
@@ -68,11 +67,6 @@ class Stack:
 
     def auth(self, owner: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(owner)}"}
-
-    def serves(self, path: str, owner: str = "probe") -> bool:
-        """Whether the upload API has the route ``path`` on this build (not 404 / 405)."""
-        with httpx.Client(timeout=10) as http, http.stream("GET", self.api + path, headers=self.auth(owner)) as answer:
-            return answer.status_code not in {404, 405}
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,11 @@ from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
 from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
-from depot_common.s3 import ensure_bucket, s3_client
+from depot_common.s3 import allow_browser_uploads, ensure_bucket, s3_client
 from depot_common.web import create_app
 from depot_upload.compensations.service import INDEXER_TYPES, Compensations
 from depot_upload.compensations.storage import S3CompensationObjects
+from depot_upload.console import ConsoleConfig, mount_console
 from depot_upload.documents.endpoints import router as documents_router
 from depot_upload.documents.repository import SCHEMA, PostgresDocuments
 from depot_upload.documents.service import UploadService
@@ -55,6 +56,8 @@ def build_app(settings: UploadSettings) -> FastAPI:
         resources = service_resources(app, settings, schema=SCHEMA, migrations=MIGRATIONS, pool_size=20)
         async with resources as (pool, s3):
             await ensure_bucket(s3, settings.s3_bucket)
+            if settings.s3_cors_origins:
+                await allow_browser_uploads(s3, settings.s3_bucket, settings.s3_cors_origins)
             documents = PostgresDocuments(pool)
             uow = partial(PostgresUnitOfWork, pool)
             app.state.service = UploadService(
@@ -100,6 +103,16 @@ def build_app(settings: UploadSettings) -> FastAPI:
     app.include_router(uploads_router)
     app.include_router(events_router)
     app.include_router(pipeline_router)
+    mount_console(
+        app,
+        ConsoleConfig(
+            search_url=settings.public_search_url,
+            reconciler_url=settings.public_reconciler_url,
+            s3_endpoint=settings.s3_endpoint,
+            part_size=settings.part_size,
+            max_upload_bytes=settings.max_upload_bytes,
+        ),
+    )
     return app
 
 

@@ -157,6 +157,7 @@ async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple
                 schema=SCHEMA,
                 handlers=compensations.handlers(),
                 ignored_types=INDEXER_TYPES,
+                replica_id=settings.replica_id,
             ) as events:
                 yield events, compensations
     finally:
@@ -165,8 +166,11 @@ async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple
 
 async def run_compensations(settings: UploadSettings) -> None:
     """Execute upload-api's compensations and purge the quarantine until SIGINT/SIGTERM."""
-    ops = ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title="Depot compensation worker")
-    async with compensation_consumer(settings) as (events, compensations), ops:
+    ops = ops_endpoints(
+        settings, port=settings.ops_port, host=settings.http_host, title="Depot compensation worker", worker=True
+    )
+    async with ops as readiness, compensation_consumer(settings) as (events, compensations):
+        readiness.attach(events)
         purge = every(settings.quarantine_purge_interval, compensations.purge_quarantine, name="quarantine.purge")
         async with background_task(purge):
             log.info("compensations.started", group=settings.compensations_group)

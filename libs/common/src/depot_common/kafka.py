@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -27,7 +29,7 @@ def make_producer(bootstrap: list[str], **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
 
 
-def make_consumer(bootstrap: list[str], *topics: str, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
+def make_consumer(bootstrap: list[str], *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
         "group_id": group_id,
         "enable_auto_commit": False,
@@ -52,14 +54,46 @@ async def ensure_topics(bootstrap: list[str], topics: dict[str, int]) -> None:
         await admin.close()
 
 
-async def reachable(bootstrap: list[str], connect_timeout: float = 2.0) -> bool:
-    """Whether any bootstrap server accepts a TCP connection."""
-    for server in bootstrap:
-        host, _, port = server.rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), connect_timeout)
-        except (OSError, TimeoutError):
-            continue
-        writer.close()
-        return True
-    return False
+async def end_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *, probe_timeout: float = 15.0
+) -> dict[TopicPartition, int]:
+    """The true end offset (offset of the next record) of each of ``partitions``; assigns them to ``consumer``.
+
+    Some Kafka-protocol brokers (tansu 0.6) answer ListOffsets with the last record batch's base
+    offset + 1, short of the real end when that batch held several records; the high watermark of
+    a fetch is right, so each non-empty partition is probed with one fetch of its last record.
+    Leaves ``consumer``'s positions anywhere: seek before reading.
+    """
+    if not partitions:
+        return {}
+    firsts = await consumer.beginning_offsets(partitions)
+    ends = {tp: int(end) for tp, end in (await consumer.end_offsets(partitions)).items()}
+    consumer.assign(partitions)
+    probed = {tp for tp in partitions if ends[tp] > int(firsts[tp])}
+    for tp in probed:
+        consumer.seek(tp, ends[tp] - 1)
+    deadline = asyncio.get_running_loop().time() + probe_timeout
+    while probed:
+        await consumer.getmany(*probed, timeout_ms=500)
+        for tp in list(probed):
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                ends[tp] = max(ends[tp], int(highwater))
+                probed.discard(tp)
+        if probed and asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"no fetch answer from {sorted(map(str, probed))} within {probe_timeout:.0f} s")
+    return ends
+
+
+async def answers(bootstrap: list[str], within: float = 2.0) -> bool:
+    """Whether a bootstrap server answers a protocol request (Metadata) within ``within`` seconds: a broker
+    that accepts connections but is stopped or hung is not reachable."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(within * 1000))
+    try:
+        async with asyncio.timeout(within):
+            await client.bootstrap()
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await client.close()
+    return True

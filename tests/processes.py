@@ -47,7 +47,7 @@ def service_processes(
                     subprocess.Popen(command, env=env, stdout=sink, stderr=sink),
                     f"http://127.0.0.1:{port}",
                 )
-        deadline = time.monotonic() + 120  # a loaded machine imports slowly
+        deadline = time.monotonic() + 300  # a loaded machine imports slowly
         for module, (process, url) in running.items():
             while True:
                 assert process.poll() is None, logs[module].read_text()

@@ -55,6 +55,7 @@ def findings(base_url: str, token: str) -> list[str]:
     return sorted(found)
 
 
+@pytest.mark.timeout(600)  # a run is bounded by max-time in schemathesis.toml; start-up is slow on a loaded machine
 @pytest.mark.parametrize("api", list(MODULES))
 @pytest.mark.parametrize("admin", [True, False], ids=["admin", "user"])
 def test_schemathesis_finds_nothing(apis: dict[str, str], token: Callable[..., str], api: str, admin: bool) -> None:

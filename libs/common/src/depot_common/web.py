@@ -125,6 +125,8 @@ def _outage_response(outage: DependencyUnavailable, request: Request) -> JSONRes
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    if any(item.get("type") == "json_invalid" for item in error.errors()):
+        return JSONResponse({"error": "invalid_json", "message": "the request body is not valid JSON"}, status_code=400)
     details = [{"loc": list(item.get("loc", ())), "msg": item.get("msg", "")} for item in error.errors()]
     message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
     return JSONResponse({"error": "validation_error", "message": message, "details": details}, status_code=422)

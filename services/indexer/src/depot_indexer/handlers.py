@@ -22,6 +22,7 @@ from depot_common.events import (
     DocumentStored,
     GhostIndexEntry,
     Reindex,
+    handler_table,
 )
 from depot_indexer import repository
 from depot_indexer.domain import IndexEntry
@@ -32,14 +33,6 @@ log = structlog.get_logger(__name__)
 
 #: Same shape as ``depot_common.consumer.Handler`` (not imported: it pulls in aiokafka).
 EventHandler = Callable[[Connection, CloudEvent[Any]], Awaitable[None]]
-
-STORED, DELETED, FAILED = "document.stored", "document.deleted", "document.failed"
-REINDEX, GHOST = "compensation.reindex", "compensation.ghost_index_entry"
-
-#: The event types the indexer acts on (the documents topic, and the compensations it owns).
-HANDLED_TYPES = frozenset({STORED, DELETED, FAILED, REINDEX, GHOST})
-#: Compensations upload-api executes: the indexer skips them.
-NOT_OURS = frozenset({"compensation.orphan_object", "compensation.missing_blob", "compensation.stale_upload"})
 
 
 def build_handlers(
@@ -112,13 +105,15 @@ def build_handlers(
         removed = await repository.remove(conn, data.document_id)
         log.info("index.ghost_removed" if removed else "index.not_indexed", document_id=str(data.document_id))
 
-    return {
-        STORED: (DocumentStored, on_stored),
-        DELETED: (DocumentDeleted, on_deleted),
-        FAILED: (DocumentFailed, on_failed),
-        REINDEX: (Reindex, on_reindex),
-        GHOST: (GhostIndexEntry, on_ghost),
-    }
+    return handler_table(
+        {
+            DocumentStored: on_stored,
+            DocumentDeleted: on_deleted,
+            DocumentFailed: on_failed,
+            Reindex: on_reindex,
+            GhostIndexEntry: on_ghost,
+        }
+    )
 
 
 async def _extract(blobs: BlobReader, data: DocumentStored, *, max_object_bytes: int, max_text_chars: int) -> str:

@@ -30,6 +30,7 @@ from depot_common.events import (
     OrphanObject,
     Reindex,
     StaleUpload,
+    type_of,
 )
 from depot_common.outbox import enqueue
 from depot_common.s3 import is_not_found
@@ -48,13 +49,13 @@ from depot_reconciler.repository import StoredFinding
 log = structlog.get_logger(__name__)
 
 SOURCE = "depot/reconciler"
-#: The compensation event type emitted for each class; the others are reported only.
-COMPENSATION_OF = {
-    ORPHAN_OBJECT: "compensation.orphan_object",
-    MISSING_BLOB: "compensation.missing_blob",
-    STALE_UPLOAD: "compensation.stale_upload",
-    UNINDEXED: "compensation.reindex",
-    GHOST_INDEX_ENTRY: "compensation.ghost_index_entry",
+#: The compensation (its data model) emitted for each class; the others are reported only.
+COMPENSATION_OF: dict[str, type[BaseModel]] = {
+    ORPHAN_OBJECT: OrphanObject,
+    MISSING_BLOB: MissingBlob,
+    STALE_UPLOAD: StaleUpload,
+    UNINDEXED: Reindex,
+    GHOST_INDEX_ENTRY: GhostIndexEntry,
 }
 
 
@@ -272,7 +273,7 @@ async def execute_plan(
                         reason=reason,
                     )
                     continue
-                event_type = COMPENSATION_OF[finding.check]
+                event_type = type_of(type(compensation))
                 event = CloudEvent[Any](source=SOURCE, type=event_type, subject=finding.subject, data=compensation)
                 await enqueue(conn, SCHEMA, topic=COMPENSATIONS_TOPIC, key=finding.subject, event=event)
                 await repository.mark_finding(conn, finding.id, action=event_type, outcome="emitted")

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from depot_common.consumer import EventConsumer, running_consumer
 from depot_common.db import create_pool, migrate
-from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
+from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, Service, ignored_by
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
@@ -24,7 +24,7 @@ from depot_common.web import create_app
 from depot_upload.api.routes import router
 from depot_upload.api.uploads import router as uploads_router
 from depot_upload.blobstore import S3BlobStore
-from depot_upload.compensations import INDEXER_TYPES, Compensations
+from depot_upload.compensations import Compensations
 from depot_upload.compensations_repository import PostgresCompensations
 from depot_upload.faults import CrashPoints
 from depot_upload.presign_store import S3CompensationObjects, S3PresignStore
@@ -37,6 +37,8 @@ from depot_upload.settings import UploadSettings
 log = structlog.get_logger(__name__)
 
 MIGRATIONS = files("depot_upload") / "migrations"
+#: The topics the compensation worker reads; it executes upload-api's types of them and skips the rest.
+COMPENSATION_TOPICS = (COMPENSATIONS_TOPIC,)
 
 
 def build_app(settings: UploadSettings) -> FastAPI:
@@ -107,13 +109,13 @@ async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple
             )
             async with running_consumer(
                 bootstrap=settings.kafka_servers,
-                topics={COMPENSATIONS_TOPIC: settings.documents_partitions},
+                topics=dict.fromkeys(COMPENSATION_TOPICS, settings.documents_partitions),
                 group=settings.compensations_group,
                 session_timeout=settings.consumer_session_timeout,
                 pool=pool,
                 schema=SCHEMA,
                 handlers=compensations.handlers(),
-                ignored_types=INDEXER_TYPES,
+                ignored_types=ignored_by(Service.UPLOAD_API, COMPENSATION_TOPICS),
             ) as events:
                 yield events, compensations
     finally:

@@ -8,7 +8,7 @@ import asyncpg
 
 from depot_common.db import Connection
 from depot_common.errors import Duplicate, Gone
-from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentFailed
+from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentFailed, type_of
 from depot_common.outbox import enqueue
 from depot_upload.compensations import StoredRow, UploadState
 from depot_upload.domain import StoredBlob
@@ -46,7 +46,7 @@ class PostgresCompensations:
             return False
         event = CloudEvent[DocumentFailed](
             source=SOURCE,
-            type="document.failed",
+            type=type_of(DocumentFailed),
             subject=str(document_id),
             data=DocumentFailed(document_id=document_id, owner_id=owner, reason="blob_lost"),
         )

@@ -11,7 +11,7 @@ import asyncpg
 
 from depot_common.db import Connection
 from depot_common.errors import Duplicate, Gone
-from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentDeleted, DocumentStored
+from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentDeleted, DocumentStored, type_of
 from depot_common.outbox import backlog, enqueue
 from depot_upload.domain import Document, OwnerStatus, PageCursor, Status, StoredBlob
 from depot_upload.ports import IdempotencyKeyTaken
@@ -105,7 +105,7 @@ class PostgresDocuments:
         document = to_document(row)
         event = CloudEvent[DocumentStored](
             source=SOURCE,
-            type="document.stored",
+            type=type_of(DocumentStored),
             subject=str(document.id),
             data=DocumentStored(
                 document_id=document.id,
@@ -165,7 +165,7 @@ class PostgresDocuments:
             document = to_document(row)
             event = CloudEvent[DocumentDeleted](
                 source=SOURCE,
-                type="document.deleted",
+                type=type_of(DocumentDeleted),
                 subject=str(document.id),
                 data=DocumentDeleted(document_id=document.id, owner_id=owner_id, version=document.version),
             )

@@ -11,7 +11,7 @@ import uuid
 
 import asyncpg
 
-from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentFailed
+from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentFailed, type_of
 from depot_common.outbox import enqueue
 from depot_upload.domain import Status, object_key
 from depot_upload.presigned import FailureReason, SessionStatus, UploadSession
@@ -123,7 +123,7 @@ class PostgresUploadSessions:
             )
             event = CloudEvent[DocumentFailed](
                 source=SOURCE,
-                type="document.failed",
+                type=type_of(DocumentFailed),
                 subject=str(upload_id),
                 data=DocumentFailed(document_id=upload_id, owner_id=document["owner_id"], reason=f"upload_{reason}"),
             )

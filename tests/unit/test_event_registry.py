@@ -27,7 +27,7 @@ from depot_common.events.schemas import filename
 from depot_indexer.bootstrap import CONSUMED_TOPICS
 from depot_indexer.handlers import build_handlers
 from depot_upload.bootstrap import COMPENSATION_TOPICS
-from depot_upload.compensations import Compensations
+from depot_upload.compensations.service import Compensations
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "docs" / "events" / "schemas"

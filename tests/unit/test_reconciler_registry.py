@@ -12,7 +12,7 @@ import pytest
 
 import depot_reconciler.checks
 from depot_common.events import BY_NAME, COMPENSATIONS_TOPIC, Service, type_of
-from depot_reconciler.checks import CHECKS, REGISTRY, select
+from depot_reconciler.checks import CHECKS, REGISTRY, UnknownCheck, select
 from depot_reconciler.checks.base import Check, Finding, Limits, Reads, Source
 from depot_reconciler.scan import ScanProgress, scan
 
@@ -57,7 +57,7 @@ def test_select_keeps_the_canonical_order_and_refuses_an_unknown_check() -> None
     """Requested checks come back in registry order; all of them when none are named; an unknown name raises."""
     assert [check.name for check in select(["stuck_outbox", "orphan_object"])] == ["orphan_object", "stuck_outbox"]
     assert select(None) == REGISTRY
-    with pytest.raises(ValueError, match="unknown checks: nope"):
+    with pytest.raises(UnknownCheck, match="unknown checks: nope"):
         select(["nope", "orphan_object"])
 
 

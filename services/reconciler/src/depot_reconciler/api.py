@@ -13,11 +13,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from depot_common.errors import BadRequest, Conflict, NotFound, Unprocessable
+from depot_common.errors import BadRequest
 from depot_common.web import AdminPrincipal
 from depot_reconciler import repository
-from depot_reconciler.apply import RunNotFound, RunNotPlanned, SafetyStop
-from depot_reconciler.plan import RunInProgress
+from depot_reconciler.apply import RunNotFound
 from depot_reconciler.runner import Reconciler
 
 router = APIRouter(prefix="/v1/reconcile", tags=["reconcile"])
@@ -40,10 +39,6 @@ class ApplyRequest(BaseModel):
 def _reconciler(request: Request) -> Reconciler:
     reconciler: Reconciler = request.app.state.reconciler
     return reconciler
-
-
-def _in_progress(error: RunInProgress) -> Conflict:
-    return Conflict(str(error), code="run_in_progress")
 
 
 def encode_runs_cursor(run: repository.Run) -> str:
@@ -79,12 +74,7 @@ def _run_json(run: repository.Run) -> dict[str, Any]:
 @router.post("", status_code=202, summary="Start a run (dry run unless apply); it executes in the background.")
 async def start_run(_: AdminPrincipal, request: Request, body: ReconcileRequest | None = None) -> JSONResponse:
     body = body or ReconcileRequest()
-    try:
-        run_id, _task = await _reconciler(request).start(apply=body.apply, checks=body.checks, force=body.force)
-    except ValueError as error:
-        raise Unprocessable(str(error), code="unknown_check") from None
-    except RunInProgress as error:
-        raise _in_progress(error) from None
+    run_id, _task = await _reconciler(request).start(apply=body.apply, checks=body.checks, force=body.force)
     return JSONResponse({"run_id": str(run_id)}, status_code=202, headers={"Location": f"/v1/reconcile/runs/{run_id}"})
 
 
@@ -93,23 +83,7 @@ async def apply_run(
     _: AdminPrincipal, request: Request, run_id: uuid.UUID, body: ApplyRequest | None = None
 ) -> JSONResponse:
     body = body or ApplyRequest()
-    try:
-        await _reconciler(request).apply(run_id, force=body.force)
-    except RunInProgress as error:
-        raise _in_progress(error) from None
-    except RunNotFound as error:
-        raise NotFound(str(error)) from None
-    except RunNotPlanned as error:
-        code = "already_applied" if error.status in {"applying", "applied"} else "not_planned"
-        raise Conflict(str(error), code=code, status=error.status) from None
-    except SafetyStop as stop:
-        raise Conflict(
-            str(stop),
-            code="safety_stop",
-            actionable=stop.actionable,
-            population=stop.population,
-            max_fraction=stop.max_fraction,
-        ) from None
+    await _reconciler(request).apply(run_id, force=body.force)
     return JSONResponse({"run_id": str(run_id), "status": "applying"}, status_code=202)
 
 
@@ -146,7 +120,7 @@ async def get_run(
     async with _reconciler(request).pool.acquire() as conn:
         run = await repository.get_run(conn, run_id)
         if run is None:
-            raise NotFound(f"no reconcile run {run_id}")
+            raise RunNotFound(f"no reconcile run {run_id}")
         findings = await repository.findings_page(conn, run_id, after=after, limit=limit + 1)
     page = findings[:limit]
     return {

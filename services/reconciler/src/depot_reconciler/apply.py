@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from depot_common.db import Connection
+from depot_common.errors import ConfigurationError, Conflict, NotFound
 from depot_common.events import COMPENSATIONS_TOPIC, CloudEvent, type_of
 from depot_common.outbox import enqueue
 from depot_reconciler import repository
@@ -30,27 +31,26 @@ log = structlog.get_logger(__name__)
 SOURCE = "depot/reconciler"
 
 
-class ApplyError(RuntimeError):
-    """The run cannot be applied (unknown, not planned)."""
+class RunNotFound(NotFound):
+    """No run has this id (404)."""
 
 
-class RunNotFound(ApplyError):
-    """No run has this id."""
+class RunNotPlanned(Conflict):
+    """The run is not ``planned`` (409 ``already_applied`` when applying or applied, else ``not_planned``)."""
+
+    def __init__(self, message: str, *, run_status: str) -> None:
+        code = "already_applied" if run_status in {"applying", "applied"} else "not_planned"
+        super().__init__(message, code=code, status=run_status)
+        self.run_status = run_status
 
 
-class RunNotPlanned(ApplyError):
-    """The run is not ``planned`` (still running, already applied, or failed)."""
+class SafetyStop(Conflict):
+    """The plan would touch more than the allowed share of the objects or documents (409 ``safety_stop``)."""
 
-    def __init__(self, message: str, *, status: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class SafetyStop(ApplyError):
-    """The plan would touch more than the allowed share of the objects or documents."""
+    code = "safety_stop"
 
     def __init__(self, message: str, *, actionable: int = 0, population: int = 0, max_fraction: float = 0.0) -> None:
-        super().__init__(message)
+        super().__init__(message, actionable=actionable, population=population, max_fraction=max_fraction)
         self.actionable = actionable
         self.population = population
         self.max_fraction = max_fraction
@@ -68,7 +68,7 @@ async def recheck(conn: Connection, s3: Any, bucket: str, finding: StoredFinding
     """The compensation if ``finding`` still holds now, else ``None``; and the reason either way."""
     check = BY_NAME.get(finding.check)
     if check is None or check.recheck is None:
-        raise ApplyError(f"no compensation for {finding.check}")
+        raise ConfigurationError(f"no compensation for {finding.check}")
     return await check.recheck(Recheck(conn, s3, bucket), finding)
 
 
@@ -95,7 +95,7 @@ async def preflight(
     if run is None:
         raise RunNotFound(f"no reconcile run {run_id}")
     if run.status != "planned":
-        raise RunNotPlanned(f"run {run_id} is {run.status}, not planned", status=run.status)
+        raise RunNotPlanned(f"run {run_id} is {run.status}, not planned", run_status=run.status)
     actionable, population = await stake(conn, run)
     if actionable > max_fraction * population:
         reason = (

@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 
 from depot_common.db import Connection, advisory_key
+from depot_common.errors import Conflict
 from depot_reconciler import repository
 from depot_reconciler.checks import select
 from depot_reconciler.checks.base import Finding, Limits, Reads
@@ -31,8 +32,11 @@ RUN_LOCK = advisory_key("reconcile:run")
 FINDINGS_BATCH = 500
 
 
-class RunInProgress(RuntimeError):
-    """Another reconcile run holds the lock."""
+class RunInProgress(Conflict):
+    """Another reconcile run holds the lock (409; retrying once it finished succeeds)."""
+
+    code = "run_in_progress"
+    retriable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,7 @@ def limits_for(settings: ReconcilerSettings, now: datetime) -> Limits:
 
 
 def selected_checks(requested: Collection[str] | None) -> tuple[str, ...]:
-    """The names of the checks to run, in canonical order (all when none are named); ``ValueError`` if unknown."""
+    """The names of the checks to run, in canonical order (all when none are named); ``UnknownCheck`` if unknown."""
     return tuple(check.name for check in select(requested))
 
 

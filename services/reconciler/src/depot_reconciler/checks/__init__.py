@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from depot_common.errors import Unprocessable
 from depot_reconciler.checks import (
     ghost_index_entry,
     missing_blob,
@@ -49,14 +50,20 @@ CHECKS: tuple[str, ...] = tuple(BY_NAME)
 ACTING: tuple[str, ...] = tuple(check.name for check in REGISTRY if check.acts)
 
 
+class UnknownCheck(Unprocessable):
+    """A requested check does not exist (422 ``unknown_check``)."""
+
+    code = "unknown_check"
+
+
 def select(requested: Collection[str] | None) -> tuple[Check[Any], ...]:
-    """The checks to run, in canonical order (all of them when none are named); ``ValueError`` for an unknown one."""
+    """The checks to run, in canonical order (all of them when none are named); ``UnknownCheck`` for an unknown one."""
     if not requested:
         return REGISTRY
     unknown = set(requested) - set(BY_NAME)
     if unknown:
-        raise ValueError(f"unknown checks: {', '.join(sorted(unknown))}")
+        raise UnknownCheck(f"unknown checks: {', '.join(sorted(unknown))}")
     return tuple(check for check in REGISTRY if check.name in requested)
 
 
-__all__ = ["ACTING", "BY_NAME", "CHECKS", "REGISTRY", "Check", "Finding", "Limits", "select"]
+__all__ = ["ACTING", "BY_NAME", "CHECKS", "REGISTRY", "Check", "Finding", "Limits", "UnknownCheck", "select"]

@@ -86,7 +86,7 @@ class PostgresDocuments:
                     return document
             except asyncpg.UniqueViolationError as error:
                 if error.constraint_name == "idempotency_keys_pkey":
-                    raise IdempotencyKeyTaken(idempotency_key) from None
+                    raise IdempotencyKeyTaken("another request recorded this Idempotency-Key first") from None
                 owner = await conn.fetchval("SELECT owner_id FROM upload.documents WHERE id = $1", document_id)
                 existing = await self.find_stored_by_sha256(str(owner), blob.sha256)
                 raise Duplicate(_DUPLICATE, existing_id=str(existing.id) if existing else None) from None

@@ -9,7 +9,8 @@ errors (``status, code``; retriable marked)::
 
     DepotError (500, internal_error)
     ├── BadRequest (400, bad_request)
-    │   └── InvalidFilename (400, invalid_filename)
+    │   ├── InvalidFilename (400, invalid_filename)
+    │   └── depot_common.cursor.InvalidCursor (400, invalid_cursor)
     ├── Unauthorized (401, unauthorized)
     ├── Forbidden (403, forbidden)
     ├── NotFound (404, not_found)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -13,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from depot_common.cursor import CursorCodec, timestamp_field, uuid_field
 from depot_common.errors import BadRequest
 from depot_common.web import AdminPrincipal
 from depot_reconciler import repository
@@ -41,17 +39,11 @@ def _reconciler(request: Request) -> Reconciler:
     return reconciler
 
 
-def encode_runs_cursor(run: repository.Run) -> str:
-    raw = json.dumps({"t": run.started_at.isoformat(), "i": str(run.id)}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_runs_cursor(value: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        return datetime.fromisoformat(raw["t"]), uuid.UUID(raw["i"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
+#: ``next_cursor`` of the runs list: the ``(started_at, id)`` after the last run of a page.
+RUNS_CURSOR = CursorCodec[tuple[datetime, uuid.UUID]](
+    dump=lambda at: {"t": at[0].isoformat(), "i": str(at[1])},
+    load=lambda fields: (timestamp_field(fields["t"]), uuid_field(fields["i"])),
+)
 
 
 def _run_json(run: repository.Run) -> dict[str, Any]:
@@ -94,13 +86,13 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> dict[str, Any]:
-    after = decode_runs_cursor(cursor) if cursor else None
+    after = RUNS_CURSOR.decode(cursor) if cursor else None
     async with _reconciler(request).pool.acquire() as conn:
         runs = await repository.list_runs(conn, limit=limit + 1, after=after)
     page = runs[:limit]
     return {
         "items": [_run_json(run) for run in page],
-        "next_cursor": encode_runs_cursor(page[-1]) if len(runs) > limit else None,
+        "next_cursor": RUNS_CURSOR.encode((page[-1].started_at, page[-1].id)) if len(runs) > limit else None,
     }
 
 

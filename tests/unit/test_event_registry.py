@@ -42,7 +42,10 @@ def depot_consumers() -> dict[Service, tuple[Table, Collection[str]]]:
     """Every Depot consumer's real handler table and the topics it reads, by the service running it."""
     unused = cast(Any, None)  # building the tables does no I/O: the adapters are never called here
     return {
-        Service.UPLOAD_API: (Compensations(unused, unused, quarantine_retention=1).handlers(), COMPENSATION_TOPICS),
+        Service.UPLOAD_API: (
+            Compensations(unused, unused, quarantine_retention=1, upload_ttl=1).handlers(),
+            COMPENSATION_TOPICS,
+        ),
         Service.INDEXER: (build_handlers(unused, unused, max_object_bytes=1, max_text_chars=1), CONSUMED_TOPICS),
     }
 

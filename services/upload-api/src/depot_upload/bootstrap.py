@@ -21,7 +21,6 @@ from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_common.web import create_app
-from depot_upload.compensations.repository import PostgresCompensations
 from depot_upload.compensations.service import Compensations
 from depot_upload.compensations.storage import S3CompensationObjects
 from depot_upload.documents.endpoints import router as documents_router
@@ -29,6 +28,7 @@ from depot_upload.documents.repository import SCHEMA, PostgresDocuments
 from depot_upload.documents.service import UploadService
 from depot_upload.documents.storage import S3BlobStore
 from depot_upload.faults import CrashPoints
+from depot_upload.postgres import PostgresUnitOfWork
 from depot_upload.presigned.endpoints import router as uploads_router
 from depot_upload.presigned.repository import PostgresUploadSessions
 from depot_upload.presigned.service import PresignedUploads
@@ -51,8 +51,10 @@ def build_app(settings: UploadSettings) -> FastAPI:
         async with resources as (pool, s3):
             await ensure_bucket(s3, settings.s3_bucket)
             documents = PostgresDocuments(pool)
+            uow = partial(PostgresUnitOfWork, pool)
             app.state.service = UploadService(
                 documents=documents,
+                uow=uow,
                 blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
                 max_upload_bytes=settings.max_upload_bytes,
                 download_url_ttl=settings.download_url_ttl,
@@ -63,6 +65,7 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 sessions=PostgresUploadSessions(pool),
                 store=S3PresignStore(s3, bucket=settings.s3_bucket),
                 documents=documents,
+                uow=uow,
                 max_upload_bytes=settings.max_upload_bytes,
                 part_size=settings.part_size,
                 ttl_seconds=settings.upload_ttl,
@@ -104,9 +107,10 @@ async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple
         await migrate(pool, SCHEMA, MIGRATIONS)
         async with s3_client(settings) as s3:
             compensations = Compensations(
-                PostgresCompensations(pool, upload_ttl=settings.upload_ttl),
+                partial(PostgresUnitOfWork, pool),
                 S3CompensationObjects(s3, bucket=settings.s3_bucket),
                 quarantine_retention=settings.quarantine_retention,
+                upload_ttl=settings.upload_ttl,
             )
             async with running_consumer(
                 bootstrap=settings.kafka_servers,

@@ -11,38 +11,32 @@ from depot_upload.presigned.domain import CompletedPart, FailureReason, UploadSe
 
 
 class UploadSessions(Protocol):
-    """Upload sessions and the pending documents they belong to (PostgreSQL)."""
+    """Upload sessions (PostgreSQL); the pending document of each is in the document repository."""
 
     async def find_live(self, owner_id: str, sha256: str) -> UploadSession | None:
         """The owner's unexpired, pending upload of this content, if any."""
 
-    async def create(
+    async def lock_content(self, owner_id: str, sha256: str) -> None:
+        """Serialise starts of the same content by the same owner until the unit of work ends."""
+
+    async def insert(
         self,
         *,
         document_id: uuid.UUID,
         owner_id: str,
-        filename: str,
-        content_type: str,
         size_bytes: int,
         sha256: str,
         part_size: int,
         multipart_upload_id: str | None,
         ttl_seconds: int,
-    ) -> tuple[UploadSession, bool]:
-        """Insert a pending document and its session, atomically.
-
-        Serialised per ``(owner_id, sha256)``: when a live upload of the content already
-        exists, return it and ``False`` instead of inserting.
-        """
+    ) -> UploadSession:
+        """The session of a pending document inserted in the same unit of work."""
 
     async def get(self, owner_id: str, upload_id: uuid.UUID) -> UploadSession | None:
         """The owner's session (another owner's is ``None``)."""
 
-    async def mark_failed(self, upload_id: uuid.UUID, reason: FailureReason) -> bool:
-        """``pending`` → ``failed`` for document and session, with a ``document.failed`` event, in one TX.
-
-        Returns False (and changes nothing) when the document was no longer ``pending``.
-        """
+    async def mark_failed(self, upload_id: uuid.UUID, reason: FailureReason) -> None:
+        """Record why the session's upload failed (its document's ``fail`` is the caller's)."""
 
     async def mark_completed(self, upload_id: uuid.UUID) -> None:
         """Record that the session's document was stored."""
@@ -79,14 +73,7 @@ class PresignStore(Protocol):
 
 
 class StoredDocuments(Protocol):
-    """The part of the document repository presigned uploads use (``PostgresDocuments``)."""
-
-    async def mark_stored(self, document_id: uuid.UUID, blob: StoredBlob) -> Document:
-        """``pending`` → ``stored`` plus the ``document.stored`` outbox event, atomically.
-
-        Raises ``Duplicate`` when the owner already stored this content, ``Gone`` when
-        the document is no longer ``pending``.
-        """
+    """The reads of the document repository presigned uploads use (``PostgresDocuments``)."""
 
     async def get(self, owner_id: str, document_id: uuid.UUID) -> Document | None: ...
 

@@ -6,12 +6,12 @@ of :mod:`depot_upload.presigned.ports`, implemented by :mod:`.repository` and
 
 Life of an upload, crash-safe at every step::
 
-    start     pending document + upload session (one TX); S3 multipart upload above one part
+    start     pending document + upload session (one unit of work); S3 multipart upload above one part
     (client)  PUTs the bytes to the presigned URLs
     complete  multipart assembled → object exists? → size and SHA-256 re-measured from S3
-              → match: ``stored`` + ``document.stored`` outbox event (one TX)
-              → mismatch: ``failed`` (TX committed) → object deleted
-    abort     ``failed`` (TX committed) → multipart aborted → object deleted
+              → match: ``stored`` + ``document.stored`` outbox event + session completed (one unit of work)
+              → mismatch: ``failed`` + ``document.failed`` (committed) → object deleted
+    abort     ``failed`` + ``document.failed`` (committed) → multipart aborted → object deleted
 
 A crash leaves a ``pending`` document past its TTL (the reconciler's ``stale_upload``) or
 an object without a live document (``orphan_object``). Bytes are deleted only after the
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from depot_common.errors import Conflict, DepotError, Duplicate, Gone, NotFound
+from depot_common.errors import Conflict, DepotError, Duplicate, NotFound
 from depot_upload.domain import (
     Document,
     Status,
@@ -56,6 +56,7 @@ from depot_upload.presigned.domain import (
     part_size_for,
 )
 from depot_upload.presigned.ports import PresignStore, StoredDocuments, UploadSessions
+from depot_upload.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +68,7 @@ class PresignedUploads:
         sessions: UploadSessions,
         store: PresignStore,
         documents: StoredDocuments,
+        uow: UnitOfWorkFactory,
         max_upload_bytes: int,
         part_size: int,
         ttl_seconds: int,
@@ -74,6 +76,7 @@ class PresignedUploads:
         self._sessions = sessions
         self._store = store
         self._documents = documents
+        self._uow = uow
         self._max_upload_bytes = max_upload_bytes
         self._part_size = part_size
         self._ttl = ttl_seconds
@@ -104,17 +107,28 @@ class PresignedUploads:
         if size_bytes > part_size:
             multipart_id = await self._store.create_multipart(key, content_type=media_type)
         try:
-            session, created = await self._sessions.create(
-                document_id=document_id,
-                owner_id=owner_id,
-                filename=name,
-                content_type=media_type,
-                size_bytes=size_bytes,
-                sha256=sha256,
-                part_size=part_size,
-                multipart_upload_id=multipart_id,
-                ttl_seconds=self._ttl,
-            )
+            async with self._uow() as uow:
+                await uow.sessions.lock_content(owner_id, sha256)  # concurrent starts share one upload
+                session = await uow.sessions.find_live(owner_id, sha256)
+                created = session is None
+                if session is None:
+                    await uow.documents.insert_pending(
+                        document_id=document_id,
+                        owner_id=owner_id,
+                        filename=name,
+                        content_type=media_type,
+                        object_key=key,
+                    )
+                    session = await uow.sessions.insert(
+                        document_id=document_id,
+                        owner_id=owner_id,
+                        size_bytes=size_bytes,
+                        sha256=sha256,
+                        part_size=part_size,
+                        multipart_upload_id=multipart_id,
+                        ttl_seconds=self._ttl,
+                    )
+                await uow.commit()
         except BaseException:
             if multipart_id is not None:
                 await self._discard_multipart(key, multipart_id)
@@ -187,16 +201,17 @@ class PresignedUploads:
             await self._reject(session, blob)
 
         try:
-            document = await self._documents.mark_stored(upload_id, blob)
+            async with self._uow() as uow:
+                document = await store_upload(uow, upload_id, blob)
+                await uow.commit()
         except Duplicate:
             if await self._fail(session, FailureReason.DUPLICATE):
                 log.info("upload.duplicate", upload_id=str(upload_id), sha256=blob.sha256)
             raise
-        except Gone:  # aborted or completed concurrently: the row says who won
+        if document is None:  # aborted or completed concurrently: the row says who won
             if not await self._fail(session, FailureReason.ABORTED):
                 return await self._document(owner_id, upload_id)
-            raise gone(await self._session(owner_id, upload_id)) from None
-        await self._sessions.mark_completed(upload_id)
+            raise gone(await self._session(owner_id, upload_id))
         log.info(
             "upload.completed",
             upload_id=str(upload_id),
@@ -241,7 +256,9 @@ class PresignedUploads:
         An upload that had already failed is cleaned again (a retry after a crash). Returns
         False, touching nothing in S3, when the document was stored meanwhile.
         """
-        failed_now = await self._sessions.mark_failed(session.id, reason)
+        async with self._uow() as uow:
+            failed_now = await fail_upload(uow, session.id, reason)
+            await uow.commit()
         if not failed_now:
             current = await self._sessions.get(session.owner_id, session.id)
             if current is None or current.document_status is not Status.FAILED:
@@ -264,3 +281,30 @@ class PresignedUploads:
         if document is None:  # stored, then deleted by its owner
             raise NotFound("upload not found")
         return document
+
+
+async def store_upload(uow: UnitOfWork, upload_id: uuid.UUID, blob: StoredBlob) -> Document | None:
+    """In ``uow``: ``pending`` → ``stored`` (with its event) and the session completed.
+
+    ``None`` when the document is no longer ``pending``; ``Duplicate`` when the owner
+    stored this content meanwhile.
+    """
+    pending = await uow.documents.lock(upload_id)
+    if pending is None or pending.status is not Status.PENDING:
+        return None
+    document = await uow.apply(pending.store(blob))
+    await uow.sessions.mark_completed(upload_id)
+    return document
+
+
+async def fail_upload(uow: UnitOfWork, upload_id: uuid.UUID, reason: FailureReason) -> bool:
+    """In ``uow``: ``pending`` → ``failed`` (``document.failed``, ``upload_<reason>``) and the session's reason.
+
+    False, changing nothing, when the document is no longer ``pending``.
+    """
+    pending = await uow.documents.lock(upload_id)
+    if pending is None or pending.status is not Status.PENDING:
+        return False
+    await uow.apply(pending.fail(f"upload_{reason}"))
+    await uow.sessions.mark_failed(upload_id, reason)
+    return True

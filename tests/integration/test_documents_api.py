@@ -14,15 +14,8 @@ import httpx
 import pytest
 
 from depot_upload.settings import UploadSettings
-from tests.integration.test_upload_api import object_keys, unique_text, upload
 from tests.multipart import multipart
-
-Auth = Callable[..., dict[str, str]]
-
-
-def owner() -> str:
-    return f"owner-{secrets.token_hex(4)}"
-
+from tests.upload_helpers import Auth, object_keys, owner, unique_text, upload
 
 # --- Idempotency-Key ----------------------------------------------------------------
 

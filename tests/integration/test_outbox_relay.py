@@ -17,8 +17,8 @@ from depot_common.kafka import ensure_topics, make_producer
 from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
 from depot_upload.settings import UploadSettings
 from tests.conftest import background
-from tests.integration.test_upload_api import unique_text, upload
 from tests.kafka_helpers import event_of, read_until, with_subject
+from tests.upload_helpers import unique_text, upload
 
 Auth = Callable[..., dict[str, str]]
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from depot_common.events import (
     BY_NAME,
+    COMPENSATIONS_TOPIC,
     EVENT_TYPES,
     REGISTRY,
     DocumentStored,
@@ -57,11 +58,19 @@ def documented_types() -> dict[str, str]:
 
 @pytest.mark.parametrize("entry", REGISTRY, ids=lambda entry: entry.name)
 def test_every_registered_type_has_exactly_one_executor(entry: EventType) -> None:
-    """Exactly one Depot consumer's handler table takes the type, and it runs in the registered executor."""
+    """Exactly one Depot consumer's handler table takes the type: the registered executor's (none: a notification)."""
     takers = [service for service, (table, _) in depot_consumers().items() if entry.name in table]
+    if entry.executor is None:
+        assert takers == []
+        return
     assert takers == [entry.executor]
     table, _ = depot_consumers()[entry.executor]
     assert table[entry.name][0] is entry.model
+
+
+def test_every_compensation_has_an_executor() -> None:
+    """Only facts may go without an executor: every compensation the reconciler emits is some owner's to execute."""
+    assert [entry.name for entry in REGISTRY if entry.topic == COMPENSATIONS_TOPIC and entry.executor is None] == []
 
 
 @pytest.mark.parametrize("service", list(depot_consumers()))

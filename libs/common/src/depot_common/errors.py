@@ -27,6 +27,7 @@ errors (``status, code``; retriable marked)::
     ├── Unprocessable (422, unprocessable)
     │   └── depot_reconciler.checks.UnknownCheck (422, unknown_check)
     ├── ConfigurationError (500, configuration_error)
+    ├── depot_upload.documents.service.ContentMismatch (500, content_mismatch) — a download's bytes differ
     ├── depot_common.dlq.DlqError (500, dlq_error) — a ``depot dlq`` command failed (exit 2)
     │   └── MessageNotFound (above; exit 1)
     └── Unavailable (503, unavailable, retriable) — a dependency (PostgreSQL, S3, Kafka) failed

@@ -15,6 +15,7 @@ from depot_common.events.documents import (
     DocumentStored,
 )
 from depot_common.events.envelope import CONTENT_TYPE, CloudEvent, RawCloudEvent, encode
+from depot_common.events.index import INDEX_TOPIC, DocumentIndexed, DocumentIndexFailed
 from depot_common.events.registry import (
     BY_NAME,
     EVENT_TYPES,
@@ -35,11 +36,14 @@ __all__ = [
     "CONTENT_TYPE",
     "DOCUMENTS_TOPIC",
     "EVENT_TYPES",
+    "INDEX_TOPIC",
     "REGISTRY",
     "TOPIC_OF",
     "CloudEvent",
     "DocumentDeleted",
     "DocumentFailed",
+    "DocumentIndexFailed",
+    "DocumentIndexed",
     "DocumentStored",
     "EventType",
     "GhostIndexEntry",

@@ -10,7 +10,10 @@ and does not execute it skips it without a change.
 
 ``executor`` is the one Depot service whose consumer acts on the event: it executes a
 compensation, or applies a fact to the data it owns (the indexer indexes
-``document.stored``). Every other Depot consumer of the topic ignores the type.
+``document.stored``). Every other Depot consumer of the topic ignores the type. A fact no
+Depot service acts on has no executor (``None``): ``document.indexed`` and
+``document.index_failed`` are read only by the event stream (``GET /v1/events``) and by
+consumers outside Depot. Every compensation has an executor.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from depot_common.events.compensations import (
     StaleUpload,
 )
 from depot_common.events.documents import DOCUMENTS_TOPIC, DocumentDeleted, DocumentFailed, DocumentStored
+from depot_common.events.index import INDEX_TOPIC, DocumentIndexed, DocumentIndexFailed
 
 
 class Service(StrEnum):
@@ -49,7 +53,7 @@ class EventType:
     model: type[BaseModel]
     topic: str
     producer: Service
-    executor: Service
+    executor: Service | None
 
 
 #: Every event type Depot publishes.
@@ -57,6 +61,8 @@ REGISTRY: tuple[EventType, ...] = (
     EventType("document.stored", DocumentStored, DOCUMENTS_TOPIC, Service.UPLOAD_API, Service.INDEXER),
     EventType("document.deleted", DocumentDeleted, DOCUMENTS_TOPIC, Service.UPLOAD_API, Service.INDEXER),
     EventType("document.failed", DocumentFailed, DOCUMENTS_TOPIC, Service.UPLOAD_API, Service.INDEXER),
+    EventType("document.indexed", DocumentIndexed, INDEX_TOPIC, Service.INDEXER, None),
+    EventType("document.index_failed", DocumentIndexFailed, INDEX_TOPIC, Service.INDEXER, None),
     EventType("compensation.orphan_object", OrphanObject, COMPENSATIONS_TOPIC, Service.RECONCILER, Service.UPLOAD_API),
     EventType("compensation.missing_blob", MissingBlob, COMPENSATIONS_TOPIC, Service.RECONCILER, Service.UPLOAD_API),
     EventType("compensation.stale_upload", StaleUpload, COMPENSATIONS_TOPIC, Service.RECONCILER, Service.UPLOAD_API),

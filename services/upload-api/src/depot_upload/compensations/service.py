@@ -8,7 +8,9 @@ are the Protocols of :mod:`depot_upload.compensations.ports`, implemented by
 :mod:`.repository` and :mod:`.storage`.
 
 Each handler runs its own unit of work (``async with uow``): the document's transition and
-its outbox event commit together, and bytes are deleted only after that commit.
+its outbox event commit together, and bytes are deleted only after that commit. The
+consumer's connection (``_inbox``) only records the event id; a crash between the two
+commits redelivers the event, which the re-check then turns into a no-op.
 
 * ``orphan_object``: an object under ``documents/`` with no live (``pending`` or
   ``stored``) document is copied to ``quarantine/<key>``, recorded (committed), and only then deleted;

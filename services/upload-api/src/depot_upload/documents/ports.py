@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
 from depot_common.errors import Conflict
@@ -21,8 +21,8 @@ class BlobStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
-        """The object's bytes as a stream; ``Unavailable`` when it cannot be read."""
+    async def open(self, key: str) -> AsyncGenerator[bytes, None]:
+        """The object's bytes as a stream (close it when done); ``Unavailable`` when it cannot be read."""
 
     async def presign_get(self, key: str, *, filename: str, content_type: str, expires_in: int) -> str: ...
 

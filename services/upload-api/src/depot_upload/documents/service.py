@@ -9,13 +9,14 @@ deleted after the transaction that stops referencing them has committed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import structlog
 
-from depot_common.errors import Duplicate, Gone, NotFound, PayloadTooLarge, Unprocessable
+from depot_common.errors import DepotError, Duplicate, Gone, NotFound, PayloadTooLarge, Unprocessable
 from depot_upload import metrics
 from depot_upload.documents.ports import BlobStore, DocumentRepository, IdempotencyKeyTaken
 from depot_upload.domain import (
@@ -172,9 +173,12 @@ class UploadService:
         return Page(items=items, next_cursor=cursor)
 
     async def open_content(self, *, owner_id: str, document_id: uuid.UUID) -> tuple[Document, AsyncIterator[bytes]]:
-        """A stored document and a stream of its bytes."""
+        """A stored document and a stream of its bytes, checked against the recorded size and SHA-256 as they pass.
+
+        The stream never ends cleanly on bytes that are not the document's: see :func:`verified`.
+        """
         document = await self._stored(owner_id, document_id)
-        return document, await self._blobs.open(document.object_key)
+        return document, verified(document, await self._blobs.open(document.object_key))
 
     async def download_url(self, *, owner_id: str, document_id: uuid.UUID) -> str:
         """A short-lived presigned GET URL of a stored document's bytes."""
@@ -206,3 +210,51 @@ class UploadService:
 
     async def status(self, *, owner_id: str) -> OwnerStatus:
         return await self._documents.owner_status(owner_id)
+
+
+class ContentMismatch(DepotError):
+    """The stored bytes are not the ones recorded: the download is aborted (its status line has gone already)."""
+
+    code = "content_mismatch"
+
+
+async def verified(document: Document, chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` on, re-hashing them, holding the last chunk back until the whole object matched.
+
+    Bytes past the recorded size are never sent; at the end, a size or SHA-256 that differs
+    from the record logs ``download.content_mismatch`` and raises ``ContentMismatch`` instead
+    of sending the last chunk, so the client sees fewer bytes than ``Content-Length`` (a
+    broken transfer), never a clean end.
+    """
+    expected_size = document.size_bytes or 0
+    digest = hashlib.sha256()
+    size = 0
+    held = b""
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > expected_size:
+                _mismatch(document, size=size, sha256=None)
+            digest.update(chunk)
+            if held:
+                yield held
+            held = chunk
+    actual = digest.hexdigest()
+    if size != expected_size or actual != document.sha256:
+        _mismatch(document, size=size, sha256=actual)
+    if held:
+        yield held
+
+
+def _mismatch(document: Document, *, size: int, sha256: str | None) -> None:
+    metrics.CONTENT_MISMATCHES.inc()
+    log.error(
+        "download.content_mismatch",
+        document_id=str(document.id),
+        object_key=document.object_key,
+        expected_size=document.size_bytes,
+        actual_size=size,
+        expected_sha256=document.sha256,
+        actual_sha256=sha256,
+    )
+    raise ContentMismatch(f"the stored bytes of document {document.id} do not match its recorded SHA-256")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from depot_upload.domain import Document, StoredBlob
-from depot_upload.presigned.domain import CompletedPart, FailureReason, UploadSession
+from depot_upload.presigned.domain import CompletedPart, FailureReason, PartUrl, ReceivedPart, UploadSession
 
 
 class UploadSessions(Protocol):
@@ -45,9 +45,18 @@ class UploadSessions(Protocol):
 class PresignStore(Protocol):
     """The S3 side of presigned uploads."""
 
-    async def presign_put(self, key: str, *, expires_in: int) -> str: ...
+    async def presign_put(self, key: str, *, sha256: str, expires_in: int) -> PartUrl:
+        """A ``PUT`` that can create exactly these bytes once: signed with ``If-None-Match: *``
+        and the SHA-256 (S3 refuses other bytes, and any PUT once the object exists)."""
 
-    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> str: ...
+    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> PartUrl:
+        """A ``PUT`` of one part; it dies with the multipart upload (completed or aborted)."""
+
+    async def received_parts(self, key: str, multipart_upload_id: str | None) -> list[ReceivedPart] | None:
+        """The parts S3 holds: ListParts of the multipart upload, or the object a single PUT made.
+
+        ``None`` when S3 no longer knows the multipart upload (completed or aborted).
+        """
 
     async def create_multipart(self, key: str, *, content_type: str) -> str:
         """Start an S3 multipart upload; return its id."""

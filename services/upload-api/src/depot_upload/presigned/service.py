@@ -11,6 +11,7 @@ Life of an upload, crash-safe at every step::
     complete  multipart assembled → object exists? → size and SHA-256 re-measured from S3
               → match: ``stored`` + ``document.stored`` outbox event + session completed (one unit of work)
               → mismatch: ``failed`` + ``document.failed`` (committed) → object deleted
+    resume    the parts S3 already holds (ListParts) and fresh URLs for the others
     abort     ``failed`` + ``document.failed`` (committed) → multipart aborted → object deleted
 
 A crash leaves a ``pending`` document past its TTL (the reconciler's ``stale_upload``) or
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from depot_common.errors import Conflict, DepotError, Duplicate, NotFound
+from depot_common.errors import Conflict, DepotError, Duplicate, Gone, NotFound
 from depot_upload.domain import (
     Document,
     Status,
@@ -46,6 +47,7 @@ from depot_upload.presigned.domain import (
     FailureReason,
     PartUrl,
     SessionStatus,
+    UploadProgress,
     UploadSession,
     UploadTicket,
     check_declaration,
@@ -144,19 +146,20 @@ class PresignedUploads:
         except DepotError as error:
             log.warning("upload.abort_failed", key=key, error=error.message)
 
-    async def _ticket(self, session: UploadSession, *, created: bool) -> UploadTicket:
+    async def _part_urls(self, session: UploadSession, numbers: Sequence[int]) -> list[PartUrl]:
+        """Presigned URLs of these parts, expiring with the upload."""
         expires_in = max(1, min(self._ttl, math.ceil(session.seconds_left)))
         key = session.object_key
         if session.multipart_upload_id is None:
-            parts = [PartUrl(1, await self._store.presign_put(key, expires_in=expires_in))]
-        else:
-            parts = [
-                PartUrl(
-                    number,
-                    await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in),
-                )
-                for number in range(1, session.part_count + 1)
-            ]
+            return [await self._store.presign_put(key, sha256=session.sha256, expires_in=expires_in) for _ in numbers]
+        return [
+            await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in)
+            for number in numbers
+        ]
+
+    async def _ticket(self, session: UploadSession, *, created: bool) -> UploadTicket:
+        parts = await self._part_urls(session, range(1, session.part_count + 1))
+        expires_in = max(1, min(self._ttl, math.ceil(session.seconds_left)))
         log.info(
             "upload.presigned",
             upload_id=str(session.id),
@@ -167,6 +170,37 @@ class PresignedUploads:
             expires_in=expires_in,
         )
         return UploadTicket(session=session, parts=parts, created=created)
+
+    async def resume(self, *, owner_id: str, upload_id: uuid.UUID) -> UploadProgress:
+        """The parts S3 already holds and fresh URLs for the others, so any client can carry on.
+
+        A part S3 holds with the wrong size is offered again. A completed upload has nothing
+        left to send. Changes nothing. Raises ``NotFound`` and ``Gone`` (``upload_expired``,
+        ``upload_aborted``, ``upload_failed``: the upload can never complete).
+        """
+        session = await self._session(owner_id, upload_id)
+        if session.document_status in COMPLETED:
+            return UploadProgress(session, completed=True, received=[], parts=[])
+        if session.document_status is not Status.PENDING or session.status is not SessionStatus.PENDING:
+            raise gone(session)
+        if session.expired:
+            raise gone(session, FailureReason.EXPIRED)
+        held = await self._store.received_parts(session.object_key, session.multipart_upload_id)
+        if held is None:  # completed meanwhile, or aborted behind Depot's back
+            session = await self._session(owner_id, upload_id)
+            if session.document_status in COMPLETED:
+                return UploadProgress(session, completed=True, received=[], parts=[])
+            raise Gone("the upload's parts are gone from storage; start a new upload", code="upload_failed")
+        received = sorted(
+            (part for part in held if 1 <= part.part_number <= session.part_count),
+            key=lambda part: part.part_number,
+        )
+        received = [part for part in received if part.size == session.part_bytes(part.part_number)]
+        have = {part.part_number for part in received}
+        missing = [number for number in range(1, session.part_count + 1) if number not in have]
+        parts = await self._part_urls(session, missing)
+        log.info("upload.resumed", upload_id=str(upload_id), parts_received=len(received), parts_missing=len(missing))
+        return UploadProgress(session, completed=False, received=received, parts=parts)
 
     async def complete(self, *, owner_id: str, upload_id: uuid.UUID, parts: Sequence[CompletedPart]) -> Document:
         """Verify the uploaded object against the declaration and store the document.
@@ -180,6 +214,8 @@ class PresignedUploads:
         if session.document_status in COMPLETED:
             return await self._document(owner_id, upload_id)
         if session.document_status is not Status.PENDING or session.status is not SessionStatus.PENDING:
+            # a plain presigned PUT cannot be revoked: bytes sent after the upload failed are removed here
+            await self._fail(session, FailureReason.ABORTED)
             raise gone(session)
         if session.expired:
             if not await self._fail(session, FailureReason.EXPIRED):

@@ -245,6 +245,14 @@ async def test_a_slow_reader_is_dropped_while_a_fast_one_gets_everything(
         writer.close()
 
 
+async def test_a_stream_ends_when_its_token_expires(events_api: str, token: Callable[..., str]) -> None:
+    """A stream opened with a token valid 3 s ends by itself (`: token expired`) once it expired."""
+    headers = {"Authorization": f"Bearer {token(f'hal-{secrets.token_hex(3)}', ttl=3)}"}
+    async with connect(events_api, headers) as stream:
+        await asyncio.wait_for(stream.ended.wait(), 10)
+        assert stream.comments[-1][1] == "token expired"
+
+
 async def test_an_idle_stream_gets_heartbeats(events_api: str, auth: Auth) -> None:
     """With no event to send, a comment heartbeat arrives at least every configured interval (1 s here)."""
     async with connect(events_api, auth(f"dave-{secrets.token_hex(3)}")) as stream:

@@ -102,6 +102,21 @@ async def test_the_stream_sends_what_is_queued_in_one_write_heartbeats_when_idle
         await waiting
 
 
+async def test_the_stream_ends_when_the_token_expires() -> None:
+    """A stream whose token expires says so in a comment and ends, events or not."""
+    hub = EventHub(capacity=8)
+    now = [1000.0]
+    chunks = stream(hub.subscribe("alice"), heartbeat=10, expires_at=1000.05, clock=lambda: now[0])
+    assert await anext(chunks) == b": connected\n\n"
+    pending = asyncio.ensure_future(anext(chunks))
+    await asyncio.sleep(0.01)
+    assert not pending.done()  # not expired yet: waiting for an event
+    now[0] = 1000.1
+    assert await asyncio.wait_for(pending, 1) == b": token expired\n\n"
+    with pytest.raises(StopAsyncIteration):
+        await anext(chunks)
+
+
 class FakeOutboxes:
     async def backlog(self, schema: str) -> Backlog | None:
         return {"upload": Backlog(count=2, oldest_age_s=1.5)}.get(schema)

@@ -9,7 +9,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from depot_common.errors import BadRequest
+from depot_common.cursor import InvalidCursor
 from depot_common.openapi import raises
 from depot_common.web import CurrentPrincipal
 from depot_indexer import repository
@@ -41,7 +41,7 @@ PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 @router.get(
     "/search",
     response_model=SearchOut,
-    responses=raises(BadRequest, bad_request=["invalid_cursor"]),
+    responses=raises(InvalidCursor),
     summary="Full-text search over the caller's documents, best match first.",
 )
 async def search(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import structlog.testing
 
 from depot_indexer.extraction import Kind, extract_text, kind_of
 
@@ -102,10 +103,16 @@ def test_broken_pdf_yields_nothing() -> None:
     assert extract_text("application/pdf", "bad.pdf", b"%PDF-1.4\ngarbage", max_chars=MAX) == ""
 
 
-def test_truncated_pdf_yields_nothing_or_text_but_never_raises() -> None:
-    """A PDF cut short (as a capped read may return) never raises."""
-    result = extract_text("application/pdf", "cut.pdf", _pdf("hello")[:100], max_chars=MAX)
-    assert isinstance(result, str)
+@pytest.mark.parametrize("cut", [100, 400, -10])
+def test_truncated_pdf_yields_nothing_and_never_raises(cut: int) -> None:
+    """A PDF cut short (as a capped read may return) gives empty text and logs index.pdf_unreadable instead of
+    raising."""
+    whole = _pdf("hello", "second page")
+    assert "hello" in extract_text("application/pdf", "whole.pdf", whole, max_chars=MAX)
+    with structlog.testing.capture_logs() as logs:
+        result = extract_text("application/pdf", "cut.pdf", whole[:cut], max_chars=MAX)
+    assert result == ""
+    assert [entry["event"] for entry in logs] == ["index.pdf_unreadable"]
 
 
 @pytest.mark.parametrize(

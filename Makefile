@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/common services/upload-api services/indexer services/reconciler deploy
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: dev test test-fast lint fmt bench lock clean venv help schemas
+.PHONY: dev test test-fast lint fmt bench chaos lock clean venv help schemas
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,9 @@ schemas: $(STAMP) ## regenerate docs/events/schemas/*.json from the event models
 
 bench: $(STAMP) ## benchmarks: figures as ratios against a baseline from the same run
 	$(BIN)/python -m benchmarks
+
+chaos: $(STAMP) ## fault-injection soak (~10 min): kills, S3/broker pauses, a PostgreSQL crash; SPEC §8 counted
+	$(BIN)/python -m depot_devstack.chaos $(CHAOS_ARGS)
 
 lock: $(STAMP) ## recompile requirements/constraints.txt from requirements/requirements.in
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --no-annotate --custom-compile-command "make lock" \

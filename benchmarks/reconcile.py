@@ -53,7 +53,7 @@ from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS
 from depot_indexer.repository import SCHEMA as SEARCH_SCHEMA
 from depot_reconciler.checks import CHECKS, MISSING_BLOB, ORPHAN_OBJECT
 from depot_upload.bootstrap import MIGRATIONS as UPLOAD_MIGRATIONS
-from depot_upload.repository import SCHEMA as UPLOAD_SCHEMA
+from depot_upload.documents.repository import SCHEMA as UPLOAD_SCHEMA
 
 NAME = "reconcile"
 #: (small, large) objects per run; the brief's 10,000/100,000 (quick 2,000/20,000) do not fit.

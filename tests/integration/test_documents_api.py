@@ -488,7 +488,7 @@ async def test_idempotency_keys_are_forgotten_after_their_retention(
     http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
 ) -> None:
     """A key older than DEPOT_IDEMPOTENCY_RETENTION is purged; reusing it then is a fresh request."""
-    from depot_upload.repository import PostgresDocuments
+    from depot_upload.documents.repository import PostgresDocuments
 
     key = f"key-{secrets.token_hex(8)}"
     headers = {**auth("alice"), "Idempotency-Key": key}

@@ -19,9 +19,9 @@ from depot_reconciler import cli
 from depot_reconciler.relay import run_relay
 from depot_reconciler.settings import ReconcilerSettings
 from depot_upload.bootstrap import compensation_consumer
-from depot_upload.compensations import Compensations
-from depot_upload.compensations_repository import PostgresCompensations
-from depot_upload.presign_store import S3CompensationObjects
+from depot_upload.compensations.repository import PostgresCompensations
+from depot_upload.compensations.service import Compensations
+from depot_upload.compensations.storage import S3CompensationObjects
 from depot_upload.settings import UploadSettings
 from tests.conftest import patched_environ
 from tests.integration.test_reconciler_plan import DAY, World, reconcile_world

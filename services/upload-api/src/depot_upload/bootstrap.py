@@ -21,17 +21,18 @@ from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_common.web import create_app
-from depot_upload.api.routes import router
-from depot_upload.api.uploads import router as uploads_router
-from depot_upload.blobstore import S3BlobStore
-from depot_upload.compensations import INDEXER_TYPES, Compensations
-from depot_upload.compensations_repository import PostgresCompensations
+from depot_upload.compensations.repository import PostgresCompensations
+from depot_upload.compensations.service import INDEXER_TYPES, Compensations
+from depot_upload.compensations.storage import S3CompensationObjects
+from depot_upload.documents.endpoints import router as documents_router
+from depot_upload.documents.repository import SCHEMA, PostgresDocuments
+from depot_upload.documents.service import UploadService
+from depot_upload.documents.storage import S3BlobStore
 from depot_upload.faults import CrashPoints
-from depot_upload.presign_store import S3CompensationObjects, S3PresignStore
-from depot_upload.presigned import PresignedUploads
-from depot_upload.repository import SCHEMA, PostgresDocuments
-from depot_upload.service import UploadService
-from depot_upload.sessions_repository import PostgresUploadSessions
+from depot_upload.presigned.endpoints import router as uploads_router
+from depot_upload.presigned.repository import PostgresUploadSessions
+from depot_upload.presigned.service import PresignedUploads
+from depot_upload.presigned.storage import S3PresignStore
 from depot_upload.settings import UploadSettings
 
 log = structlog.get_logger(__name__)
@@ -76,7 +77,7 @@ def build_app(settings: UploadSettings) -> FastAPI:
         readiness=dependency_checks(settings),
         allowed_origins=settings.allowed_origins,
     )
-    app.include_router(router)
+    app.include_router(documents_router)
     app.include_router(uploads_router)
     return app
 

@@ -1,1 +1,1 @@
-"""HTTP entry points of the upload API."""
+"""What the HTTP entry points of the upload API share: the streaming multipart reader and the error responses."""

@@ -13,9 +13,9 @@ import asyncpg
 
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentFailed
 from depot_common.outbox import enqueue
+from depot_upload.documents.repository import SCHEMA, SOURCE
 from depot_upload.domain import Status, object_key
-from depot_upload.presigned import FailureReason, SessionStatus, UploadSession
-from depot_upload.repository import SCHEMA, SOURCE
+from depot_upload.presigned.domain import FailureReason, SessionStatus, UploadSession
 
 _SELECT = (
     "SELECT s.document_id, s.owner_id, s.size_bytes, s.sha256, s.part_size, s.multipart_upload_id, s.status,"

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from depot_common.errors import Duplicate, NotFound
 from depot_common.web import CurrentPrincipal
-from depot_upload.api.schemas import DocumentOut, ErrorOut
-from depot_upload.presigned import CompletedPart, PresignedUploads, UploadTicket
+from depot_upload.api.responses import error_responses
+from depot_upload.documents.schemas import DocumentOut
+from depot_upload.presigned.domain import CompletedPart
+from depot_upload.presigned.schemas import CompleteUploadIn, CreateUploadIn, UploadOut
+from depot_upload.presigned.service import PresignedUploads
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut} for code in (401, *codes)}
 
 
 def get_presigned(request: Request) -> PresignedUploads:
@@ -28,53 +25,6 @@ def get_presigned(request: Request) -> PresignedUploads:
 
 
 PresignedDep = Annotated[PresignedUploads, Depends(get_presigned)]
-
-
-class CreateUploadIn(BaseModel):
-    """A file the client is about to upload straight to storage."""
-
-    filename: str = Field(description="The file's name; no path separators, '..' or control characters.")
-    size_bytes: int = Field(description="Exact size in bytes; at most the server's upload limit.")
-    sha256: str = Field(description="SHA-256 of the whole file, 64 lowercase hex digits.", examples=["e3b0c442" * 8])
-    content_type: str | None = Field(default=None, description="Media type; guessed from the filename when omitted.")
-
-
-class PartUrlOut(BaseModel):
-    """Where to ``PUT`` one part of the file (byte range ``(part_number - 1) * part_size`` onwards)."""
-
-    part_number: int
-    url: str = Field(description="Presigned URL: `PUT` the part's bytes to it; keep the `ETag` response header.")
-
-
-class UploadOut(BaseModel):
-    """An upload in progress: one presigned URL per part, valid until ``expires_at``."""
-
-    upload_id: uuid.UUID = Field(description="Also the id of the document the upload becomes.")
-    expires_at: datetime
-    part_size: int = Field(description="Bytes per part; the last part holds the remainder.")
-    parts: list[PartUrlOut]
-
-    @classmethod
-    def of(cls, ticket: UploadTicket) -> UploadOut:
-        return cls(
-            upload_id=ticket.session.id,
-            expires_at=ticket.session.expires_at,
-            part_size=ticket.session.part_size,
-            parts=[PartUrlOut(part_number=part.part_number, url=part.url) for part in ticket.parts],
-        )
-
-
-class CompletedPartIn(BaseModel):
-    """A part the client uploaded, with the ``ETag`` S3 answered its ``PUT`` with."""
-
-    part_number: int = Field(ge=1, le=10_000)
-    etag: str = Field(min_length=1)
-
-
-class CompleteUploadIn(BaseModel):
-    """The uploaded parts; omit them (or the whole body) for a single-part upload."""
-
-    parts: list[CompletedPartIn] = Field(default_factory=list, max_length=10_000)
 
 
 def _upload_id(raw: str) -> uuid.UUID:
@@ -96,7 +46,7 @@ def _locate(error: Duplicate) -> Duplicate:
     response_model=UploadOut,
     responses={
         200: {"model": UploadOut, "description": "A live upload of the same content: same `upload_id`, fresh URLs."},
-        **_errors(400, 409, 413, 422),
+        **error_responses(400, 409, 413, 422),
     },
     summary="Start a presigned upload: the bytes go straight to storage.",
 )
@@ -122,7 +72,7 @@ async def create_upload(body: CreateUploadIn, principal: CurrentPrincipal, presi
 @router.post(
     "/uploads/{upload_id}/complete",
     response_model=DocumentOut,
-    responses=_errors(404, 409, 410, 422),
+    responses=error_responses(404, 409, 410, 422),
     summary="Finish a presigned upload: verify the bytes and store the document.",
 )
 async def complete_upload(
@@ -148,7 +98,7 @@ async def complete_upload(
 @router.delete(
     "/uploads/{upload_id}",
     status_code=204,
-    responses=_errors(404, 409),
+    responses=error_responses(404, 409),
     summary="Abort a presigned upload.",
 )
 async def abort_upload(upload_id: str, principal: CurrentPrincipal, presigned: PresignedDep) -> Response:

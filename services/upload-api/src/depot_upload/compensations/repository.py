@@ -1,4 +1,4 @@
-"""PostgreSQL adapter of the compensation worker (:mod:`depot_upload.compensations`)."""
+"""PostgreSQL adapter of the compensation worker (:mod:`depot_upload.compensations.service`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from depot_common.db import Connection
 from depot_common.errors import Duplicate, Gone
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentFailed
 from depot_common.outbox import enqueue
-from depot_upload.compensations import StoredRow, UploadState
+from depot_upload.compensations.ports import StoredRow, UploadState
+from depot_upload.documents.repository import SCHEMA, SOURCE, PostgresDocuments
 from depot_upload.domain import StoredBlob
-from depot_upload.presigned import FailureReason
-from depot_upload.repository import SCHEMA, SOURCE, PostgresDocuments
-from depot_upload.sessions_repository import PostgresUploadSessions
+from depot_upload.presigned.domain import FailureReason
+from depot_upload.presigned.repository import PostgresUploadSessions
 
 
 class PostgresCompensations:

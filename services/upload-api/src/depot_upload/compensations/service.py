@@ -4,8 +4,8 @@ Handles the ``depot.compensations.v1`` types upload-api owns — ``orphan_object
 ``missing_blob`` and ``stale_upload`` — each re-checking the row and the object at the
 moment it acts, so a finding that changed since the scan is skipped, and a repeated
 event is harmless. Imports nothing outward (no FastAPI, aiokafka or boto): the adapters
-are the Protocols below, implemented by :mod:`depot_upload.compensations_repository`
-and :mod:`depot_upload.presign_store`.
+are the Protocols of :mod:`depot_upload.compensations.ports`, implemented by
+:mod:`.repository` and :mod:`.storage`.
 
 * ``orphan_object``: an object under ``documents/`` with no live (``pending`` or
   ``stored``) document is copied to ``quarantine/<key>``, recorded, and only then deleted;
@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
 
 from depot_common.db import Connection
 from depot_common.events import CloudEvent, MissingBlob, OrphanObject, StaleUpload
+from depot_upload.compensations.ports import CompensationRecords, ObjectStore, UploadState
 from depot_upload.domain import StoredBlob
 
 log = structlog.get_logger(__name__)
@@ -49,76 +49,6 @@ HANDLED_TYPES = frozenset({"compensation.orphan_object", "compensation.missing_b
 
 def quarantine_key(key: str) -> str:
     return QUARANTINE_PREFIX + key
-
-
-@dataclass(frozen=True)
-class StoredRow:
-    """A document row as the ``missing_blob`` re-check sees it (locked)."""
-
-    status: str
-    object_key: str
-    size_bytes: int | None
-    version: int
-
-
-@dataclass(frozen=True)
-class UploadState:
-    """A document as the ``stale_upload`` re-check sees it, and what its upload declared.
-
-    ``declared`` is ``None`` for a synchronous upload (no presigned session).
-    """
-
-    status: str
-    object_key: str
-    expired: bool
-    declared: StoredBlob | None
-    multipart_upload_id: str | None
-
-
-class ObjectStore(Protocol):
-    async def size_of(self, key: str) -> int | None:
-        """The object's size, or ``None`` when it does not exist."""
-
-    async def measure(self, key: str) -> StoredBlob | None:
-        """Size and SHA-256 read back from the object, or ``None`` when it does not exist."""
-
-    async def copy(self, source: str, target: str) -> bool:
-        """Copy ``source`` to ``target``; False when ``source`` does not exist."""
-
-    async def delete(self, key: str) -> None: ...
-
-    async def abort_multipart(self, key: str, multipart_upload_id: str) -> None: ...
-
-    async def keys_older_than(self, prefix: str, cutoff: datetime) -> list[str]:
-        """Keys under ``prefix`` last modified before ``cutoff``."""
-
-
-class CompensationRecords(Protocol):
-    async def live_document_owns(self, conn: Connection, key: str) -> bool:
-        """Whether a ``pending`` or ``stored`` document claims ``key`` (its row locked for the transaction)."""
-
-    async def lock_document(self, conn: Connection, document_id: uuid.UUID) -> StoredRow | None: ...
-
-    async def fail_lost_blob(self, conn: Connection, document_id: uuid.UUID, version: int) -> bool:
-        """``stored`` at ``version`` → ``failed`` plus ``document.failed`` (blob_lost), in ``conn``'s transaction."""
-
-    async def record_quarantine(
-        self, conn: Connection, *, key: str, quarantined: str, size_bytes: int, retention_s: int, run_id: uuid.UUID
-    ) -> None: ...
-
-    async def upload_state(self, document_id: uuid.UUID) -> UploadState | None:
-        """The document's status, whether it is past its upload TTL, and its declaration."""
-
-    async def finalize(self, document_id: uuid.UUID, blob: StoredBlob) -> bool:
-        """``pending`` → ``stored`` + ``document.stored`` (committed); False when it is no longer pending
-        or the owner stored the same content meanwhile."""
-
-    async def fail_expired(self, document_id: uuid.UUID) -> bool:
-        """``pending`` → ``failed`` + ``document.failed`` (upload_expired), committed; False when not pending."""
-
-    async def status(self, document_id: uuid.UUID) -> str | None: ...
-
-    async def mark_purged(self, quarantined: str) -> None: ...
 
 
 Handler = Any  # (Connection, CloudEvent[Any]) -> Awaitable[None], as depot_common.consumer expects

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -19,7 +18,7 @@ from botocore.exceptions import ClientError
 from depot_common.errors import Conflict, Unavailable
 from depot_common.s3 import error_code, is_not_found
 from depot_upload.domain import StoredBlob
-from depot_upload.presigned import CompletedPart
+from depot_upload.presigned.domain import CompletedPart
 
 log = structlog.get_logger(__name__)
 
@@ -126,28 +125,3 @@ class S3PresignStore:
         except ClientError as error:
             if not is_not_found(error):
                 raise Unavailable(f"S3 DeleteObject failed: {error_code(error)}") from error
-
-
-class S3CompensationObjects(S3PresignStore):
-    """The compensation worker's object store: the verification reads plus copy and listing."""
-
-    async def copy(self, source: str, target: str) -> bool:
-        try:
-            await self._s3.copy_object(
-                Bucket=self._bucket, Key=target, CopySource={"Bucket": self._bucket, "Key": source}
-            )
-        except ClientError as error:
-            if is_not_found(error):
-                return False
-            raise Unavailable(f"S3 CopyObject failed: {error_code(error)}") from error
-        return True
-
-    async def keys_older_than(self, prefix: str, cutoff: datetime) -> list[str]:
-        keys: list[str] = []
-        paginator = self._s3.get_paginator("list_objects_v2")
-        try:
-            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
-                keys.extend(item["Key"] for item in page.get("Contents", ()) if item["LastModified"] < cutoff)
-        except ClientError as error:
-            raise Unavailable(f"S3 ListObjectsV2 failed: {error_code(error)}") from error
-        return keys

@@ -1,4 +1,4 @@
-"""JSON shapes of the upload API."""
+"""JSON shapes of ``/v1/documents`` and ``/v1/status``."""
 
 from __future__ import annotations
 
@@ -35,11 +35,6 @@ class DocumentOut(BaseModel):
             created_at=document.created_at,
             updated_at=document.updated_at,
         )
-
-
-class ErrorOut(BaseModel):
-    error: str
-    message: str
 
 
 class DocumentPageOut(BaseModel):

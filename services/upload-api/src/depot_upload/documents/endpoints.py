@@ -17,18 +17,15 @@ from starlette.requests import ClientDisconnect
 from depot_common.errors import BadRequest, DepotError, Duplicate, NotFound, Unprocessable
 from depot_common.web import CurrentPrincipal
 from depot_upload.api.multipart import MultipartReader, boundary_of
-from depot_upload.api.schemas import BatchItemOut, BatchOut, DocumentOut, DocumentPageOut, ErrorOut, StatusOut
-from depot_upload.blobstore import content_disposition
+from depot_upload.api.responses import error_responses
+from depot_upload.documents.schemas import BatchItemOut, BatchOut, DocumentOut, DocumentPageOut, StatusOut
+from depot_upload.documents.service import MAX_PAGE, UploadService
+from depot_upload.documents.storage import content_disposition
 from depot_upload.domain import PageCursor, UploadResult
-from depot_upload.service import MAX_PAGE, UploadService
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["documents"])
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut} for code in (401, *codes)}
 
 
 def _multipart_body(field: str, *, many: bool) -> dict[str, Any]:
@@ -97,7 +94,7 @@ def decode_cursor(value: str) -> PageCursor:
     "/documents",
     status_code=201,
     response_model=DocumentOut,
-    responses=_errors(400, 409, 413, 422),
+    responses=error_responses(400, 409, 413, 422),
     openapi_extra=_multipart_body("file", many=False),
     summary="Upload one file (multipart field `file`), streamed to storage.",
 )
@@ -129,7 +126,7 @@ async def upload_document(
     "/documents:batch",
     status_code=207,
     response_model=BatchOut,
-    responses=_errors(422),
+    responses=error_responses(422),
     openapi_extra=_multipart_body("files", many=True),
     summary="Upload many files (multipart fields `files`); each succeeds or fails on its own.",
 )
@@ -178,7 +175,7 @@ async def _batch_item(
 @router.get(
     "/documents",
     response_model=DocumentPageOut,
-    responses=_errors(400),
+    responses=error_responses(400),
     summary="The caller's documents, newest first (keyset pagination).",
 )
 async def list_documents(
@@ -199,7 +196,7 @@ async def list_documents(
 @router.get(
     "/documents/{document_id}",
     response_model=DocumentOut,
-    responses=_errors(404),
+    responses=error_responses(404),
     summary="One of the caller's documents.",
 )
 async def get_document(document_id: str, principal: CurrentPrincipal, service: ServiceDep) -> DocumentOut:
@@ -210,7 +207,7 @@ async def get_document(document_id: str, principal: CurrentPrincipal, service: S
 @router.get(
     "/documents/{document_id}/content",
     response_class=StreamingResponse,
-    responses={**_errors(404, 503), 200: {"content": {"application/octet-stream": {}}}, 307: {}},
+    responses={**error_responses(404, 503), 200: {"content": {"application/octet-stream": {}}}, 307: {}},
     summary="The document's bytes (streamed), or with `redirect=true` a 307 to a short-lived presigned URL.",
 )
 async def get_content(
@@ -240,7 +237,7 @@ async def get_content(
 @router.delete(
     "/documents/{document_id}",
     status_code=204,
-    responses=_errors(404),
+    responses=error_responses(404),
     summary="Delete a document: it stops being readable and searchable.",
 )
 async def delete_document(document_id: str, principal: CurrentPrincipal, service: ServiceDep) -> Response:
@@ -251,7 +248,7 @@ async def delete_document(document_id: str, principal: CurrentPrincipal, service
 @router.get(
     "/status",
     response_model=StatusOut,
-    responses=_errors(),
+    responses=error_responses(),
     tags=["ops"],
     summary="Outbox backlog and the caller's pending uploads.",
 )

@@ -17,6 +17,7 @@ import structlog
 
 from depot_common.errors import Duplicate, NotFound, PayloadTooLarge, Unprocessable
 from depot_upload import metrics
+from depot_upload.documents.ports import BlobStore, DocumentRepository, IdempotencyKeyTaken
 from depot_upload.domain import (
     Document,
     OwnerStatus,
@@ -30,7 +31,6 @@ from depot_upload.domain import (
     validate_idempotency_key,
 )
 from depot_upload.faults import CrashPoints
-from depot_upload.ports import BlobStore, DocumentRepository, IdempotencyKeyTaken
 
 log = structlog.get_logger(__name__)
 

@@ -13,8 +13,8 @@ from depot_common.db import Connection
 from depot_common.errors import Duplicate, Gone
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentDeleted, DocumentStored
 from depot_common.outbox import backlog, enqueue
+from depot_upload.documents.ports import IdempotencyKeyTaken
 from depot_upload.domain import Document, OwnerStatus, PageCursor, Status, StoredBlob
-from depot_upload.ports import IdempotencyKeyTaken
 
 SCHEMA = "upload"
 SOURCE = "depot/upload-api"

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/common services/upload-api services/indexer services/reconciler deploy
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: dev test test-fast lint fmt bench chaos lock clean venv help schemas
+.PHONY: tools dev test test-fast lint fmt bench chaos lock clean venv help schemas
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,7 +28,19 @@ $(STAMP): requirements/constraints.txt $(PYPROJECTS)
 dev: $(STAMP) ## run the whole system locally (PostgreSQL, Kafka protocol, S3 protocol, services)
 	$(BIN)/python -m depot_devstack
 
-test: $(STAMP) ## run every test against real servers (started locally when not given)
+# Debian packages the tests need, as command:package (installed when missing; root needed)
+SYSTEM_TOOLS := promtool:prometheus
+
+tools: ## install the system tools the tests need (Debian packages) when they are missing
+	@for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 && continue; \
+	  echo "installing Debian package $$pkg (for $$cmd)"; \
+	  { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkg; } >/dev/null; } \
+	    || { echo "$$cmd is missing and could not be installed: run 'sudo apt-get install $$pkg'"; exit 1; }; \
+	done
+	@command -v kubectl >/dev/null 2>&1 || { echo "kubectl (>= 1.14, it carries kustomize) is missing: install it from your distribution or the Kubernetes releases"; exit 1; }
+
+test: $(STAMP) tools ## run every test against real servers (started locally when not given)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict

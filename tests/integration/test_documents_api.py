@@ -18,15 +18,8 @@ import structlog.testing
 
 from depot_common.outbox import OutboxRelay
 from depot_upload.settings import UploadSettings
-from tests.integration.test_upload_api import object_keys, unique_text, upload
 from tests.multipart import multipart
-
-Auth = Callable[..., dict[str, str]]
-
-
-def owner() -> str:
-    return f"owner-{secrets.token_hex(4)}"
-
+from tests.upload_helpers import Auth, object_keys, owner, unique_text, upload
 
 # --- Idempotency-Key ----------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from depot_common.events import COMPENSATIONS_TOPIC, CloudEvent, GhostIndexEntry
 from depot_common.kafka import make_producer
 from depot_upload.settings import UploadSettings
 from tests.integration.test_pipeline import search, wait_searchable
-from tests.integration.test_upload_api import upload
+from tests.upload_helpers import upload
 
 Auth = Callable[..., dict[str, str]]
 

@@ -24,8 +24,8 @@ from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
 from depot_devstack import servers
 from depot_upload.settings import UploadSettings
 from tests.conftest import background
-from tests.integration.test_upload_api import unique_text, upload
 from tests.kafka_helpers import event_of, read_until, with_subject
+from tests.upload_helpers import unique_text, upload
 
 Auth = Callable[..., dict[str, str]]
 

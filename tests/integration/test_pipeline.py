@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 
 from depot_common.consumer import EventConsumer
-from tests.integration.test_upload_api import upload
+from tests.upload_helpers import upload
 
 Auth = Callable[..., dict[str, str]]
 

@@ -7,10 +7,9 @@ upload limit, so a multipart upload here has two or three parts.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -20,9 +19,20 @@ import structlog.testing
 from botocore.exceptions import ClientError
 
 from depot_upload.settings import UploadSettings
-
-MIB = 1024 * 1024
-Auth = Callable[..., dict[str, str]]
+from tests.sigv4 import signature_matches, signed_headers
+from tests.upload_helpers import (
+    MIB,
+    Auth,
+    b64_sha256,
+    complete,
+    object_exists,
+    open_multipart_uploads,
+    put_part,
+    put_parts,
+    sha256,
+    start,
+    statuses,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -37,70 +47,21 @@ async def abort_leftover_uploads(
         assert response.status_code in (204, 409), response.text
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+@pytest.fixture(scope="module")
+async def s3_checks_checksums(s3: Any, upload_settings: UploadSettings) -> bool:
+    """Whether this S3 refuses a PUT whose ``x-amz-checksum-sha256`` is not its body's.
 
-
-async def start(
-    http: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    data: bytes,
-    *,
-    filename: str = "big.bin",
-    content_type: str | None = "application/octet-stream",
-    **overrides: Any,
-) -> httpx.Response:
-    """``POST /v1/uploads`` declaring ``data`` (any field overridable)."""
-    body = {"filename": filename, "size_bytes": len(data), "sha256": sha256(data), "content_type": content_type}
-    return await http.post(f"{url}/v1/uploads", headers=headers, json={**body, **overrides})
-
-
-async def put_parts(http: httpx.AsyncClient, upload: dict[str, Any], data: bytes) -> list[dict[str, Any]]:
-    """PUT each part's bytes to its presigned URL, exactly as a client would; return the parts with ETags."""
-    size = upload["part_size"]
-    parts = []
-    for part in upload["parts"]:
-        number = part["part_number"]
-        response = await http.put(part["url"], content=data[(number - 1) * size : number * size])
-        assert response.status_code == 200, response.text
-        parts.append({"part_number": number, "etag": response.headers["ETag"]})
-    return parts
-
-
-async def complete(
-    http: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    upload_id: str,
-    parts: list[dict[str, Any]] | None = None,
-) -> httpx.Response:
-    body = None if parts is None else {"parts": parts}
-    return await http.post(f"{url}/v1/uploads/{upload_id}/complete", headers=headers, json=body)
-
-
-async def object_exists(s3: Any, bucket: str, key: str) -> bool:
+    AWS S3 and MinIO do (400 ``BadDigest``); moto 5 does not.
+    """
+    key = f"probe/{uuid.uuid4()}"
     try:
-        await s3.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    return True
-
-
-async def open_multipart_uploads(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    listing = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
-    return [upload for upload in listing.get("Uploads", []) if upload["Key"] == key]
-
-
-async def statuses(pg_pool: asyncpg.Pool, upload_id: str) -> tuple[str, str, str | None]:
-    """``(document status, session status, failure reason)`` of an upload."""
-    row = await pg_pool.fetchrow(
-        "SELECT d.status AS document, s.status AS session, s.failure_reason"
-        " FROM upload.documents d JOIN upload.upload_sessions s ON s.document_id = d.id WHERE d.id = $1",
-        uuid.UUID(upload_id),
-    )
-    assert row is not None
-    return row["document"], row["session"], row["failure_reason"]
+        await s3.put_object(Bucket=upload_settings.s3_bucket, Key=key, Body=b"probe", ChecksumSHA256=b64_sha256(b"x"))
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "BadDigest":
+            raise
+        return True
+    await s3.delete_object(Bucket=upload_settings.s3_bucket, Key=key)
+    return False
 
 
 async def test_single_part_upload_is_one_presigned_put_then_stored(
@@ -114,6 +75,8 @@ async def test_single_part_upload_is_one_presigned_put_then_stored(
     assert set(upload) == {"upload_id", "expires_at", "parts", "part_size"}
     assert upload["part_size"] == upload_settings.part_size
     assert [part["part_number"] for part in upload["parts"]] == [1]
+    assert set(upload["parts"][0]) == {"part_number", "url", "headers"}
+    assert upload["parts"][0]["headers"] == {"If-None-Match": "*", "x-amz-checksum-sha256": b64_sha256(data)}
     assert "uploadId" not in upload["parts"][0]["url"]
 
     assert await put_parts(http, upload, data)
@@ -133,6 +96,65 @@ async def test_single_part_upload_is_one_presigned_put_then_stored(
     assert await obj["Body"].read() == data
 
 
+async def test_single_part_url_is_signed_with_if_none_match_and_the_declared_checksum(
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, upload_settings: UploadSettings
+) -> None:
+    """The single-part URL's signature holds only with `headers` as given: without them, or another checksum, 403."""
+    data, other = os.urandom(2048), os.urandom(2048)
+    upload = (await start(http, upload_api, auth("alice"), data)).json()
+    (part,) = upload["parts"]
+    url, headers = part["url"], part["headers"]
+    assert sorted(signed_headers(url)) == ["host", "if-none-match", "x-amz-checksum-sha256"]
+    assert upload_settings.aws_secret_access_key is not None
+    secret = upload_settings.aws_secret_access_key.get_secret_value()
+
+    def valid(sent: dict[str, str], *, method: str = "PUT", key: str = secret) -> bool:
+        return signature_matches(url, method=method, headers=sent, secret_key=key)
+
+    assert valid(headers)
+    assert not valid(headers, key=secret + "x")  # the check itself can fail
+    assert not valid({})
+    assert not valid({"x-amz-checksum-sha256": headers["x-amz-checksum-sha256"]})  # no If-None-Match
+    assert not valid({**headers, "x-amz-checksum-sha256": b64_sha256(other)})  # the checksum of other bytes
+    assert not valid(headers, method="DELETE")
+
+
+@pytest.mark.parametrize("uploaded", ["other bytes, same size", "fewer bytes"])
+async def test_single_part_put_of_other_bytes_never_becomes_a_document(
+    http: httpx.AsyncClient,
+    upload_api: str,
+    auth: Auth,
+    s3: Any,
+    upload_settings: UploadSettings,
+    pg_pool: asyncpg.Pool,
+    s3_checks_checksums: bool,
+    uploaded: str,
+) -> None:
+    """Undeclared bytes never become a document: S3 refuses the PUT (400 BadDigest), or (moto) complete is 422.
+
+    S3 checks the signed ``x-amz-checksum-sha256``: complete then finds nothing (409) and the
+    right bytes can still be sent. moto stores any bytes, so Depot's own re-hash refuses them.
+    """
+    declared = os.urandom(5000)
+    actual = os.urandom(5000) if uploaded == "other bytes, same size" else declared[:4000]
+    upload = (await start(http, upload_api, auth("alice"), declared)).json()
+    (part,) = upload["parts"]
+    key = f"documents/{upload['upload_id']}"
+    put = await http.put(part["url"], content=actual, headers=part["headers"])
+    response = await complete(http, upload_api, auth("alice"), upload["upload_id"])
+    if s3_checks_checksums:
+        assert (put.status_code, "BadDigest" in put.text) == (400, True), put.text
+        assert (response.status_code, response.json()["error"]) == (409, "not_uploaded")
+        assert await statuses(pg_pool, upload["upload_id"]) == ("pending", "pending", None)
+        assert (await http.put(part["url"], content=declared, headers=part["headers"])).status_code == 200
+        assert (await complete(http, upload_api, auth("alice"), upload["upload_id"])).status_code == 200
+    else:
+        assert put.status_code == 200, put.text
+        assert (response.status_code, response.json()["error"]) == (422, "checksum_mismatch")
+        assert not await object_exists(s3, upload_settings.s3_bucket, key)
+        assert await statuses(pg_pool, upload["upload_id"]) == ("failed", "failed", "checksum_mismatch")
+
+
 async def test_multipart_upload_is_assembled_verified_and_stored(
     http: httpx.AsyncClient, upload_api: str, auth: Auth, s3: Any, upload_settings: UploadSettings
 ) -> None:
@@ -143,6 +165,7 @@ async def test_multipart_upload_is_assembled_verified_and_stored(
     upload = started.json()
     assert upload["part_size"] == 5 * MIB
     assert [part["part_number"] for part in upload["parts"]] == [1, 2, 3]
+    assert all(part["headers"] == {} and signed_headers(part["url"]) == ["host"] for part in upload["parts"])
     key = f"documents/{upload['upload_id']}"
 
     parts = await put_parts(http, upload, data)
@@ -309,8 +332,7 @@ async def test_multipart_complete_with_missing_parts_is_409_not_uploaded(
     """Completing a multipart upload naming a part that was never PUT is 409 not_uploaded."""
     data = os.urandom(6 * MIB)
     upload = (await start(http, upload_api, auth("alice"), data)).json()
-    first = upload["parts"][0]
-    put = await http.put(first["url"], content=data[: upload["part_size"]])
+    put = await put_part(http, upload, upload["parts"][0], data)
     parts = [{"part_number": 1, "etag": put.headers["ETag"]}, {"part_number": 2, "etag": '"0123456789abcdef"'}]
     response = await complete(http, upload_api, auth("alice"), upload["upload_id"], parts)
     assert response.status_code == 409
@@ -327,7 +349,7 @@ async def test_multipart_complete_without_parts_is_422(http: httpx.AsyncClient, 
 
 
 @pytest.mark.parametrize("uploaded", ["other bytes, same size", "fewer bytes"])
-async def test_bytes_not_matching_the_declaration_are_422_and_removed(
+async def test_multipart_bytes_not_matching_the_declaration_are_422_and_removed(
     http: httpx.AsyncClient,
     upload_api: str,
     auth: Auth,
@@ -336,20 +358,22 @@ async def test_bytes_not_matching_the_declaration_are_422_and_removed(
     pg_pool: asyncpg.Pool,
     uploaded: str,
 ) -> None:
-    """Bytes whose SHA-256 or size differ from the declaration are 422 checksum_mismatch: row failed, object gone."""
-    declared = os.urandom(5000)
-    actual = os.urandom(5000) if uploaded == "other bytes, same size" else declared[:4000]
+    """Multipart bytes (no checksum per part) not as declared are 422 checksum_mismatch; row failed, bytes gone."""
+    declared = os.urandom(6 * MIB)
+    actual = os.urandom(6 * MIB) if uploaded == "other bytes, same size" else declared[: 6 * MIB - 1000]
     upload = (await start(http, upload_api, auth("alice"), declared)).json()
-    await put_parts(http, upload, actual)
+    parts = await put_parts(http, upload, actual)
 
-    response = await complete(http, upload_api, auth("alice"), upload["upload_id"])
+    response = await complete(http, upload_api, auth("alice"), upload["upload_id"], parts)
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "checksum_mismatch"
-    assert (body["expected_size"], body["actual_size"]) == (5000, len(actual))
-    assert not await object_exists(s3, upload_settings.s3_bucket, f"documents/{upload['upload_id']}")
+    assert (body["expected_size"], body["actual_size"]) == (6 * MIB, len(actual))
+    key = f"documents/{upload['upload_id']}"
+    assert not await object_exists(s3, upload_settings.s3_bucket, key)
+    assert await open_multipart_uploads(s3, upload_settings.s3_bucket, key) == []
     assert await statuses(pg_pool, upload["upload_id"]) == ("failed", "failed", "checksum_mismatch")
-    retry = await complete(http, upload_api, auth("alice"), upload["upload_id"])
+    retry = await complete(http, upload_api, auth("alice"), upload["upload_id"], parts)
     assert (retry.status_code, retry.json()["error"]) == (410, "upload_failed")
 
 
@@ -483,19 +507,35 @@ async def test_delete_removes_an_object_already_put(
     assert not await object_exists(s3, upload_settings.s3_bucket, key)
 
 
-async def test_complete_after_delete_is_410_upload_aborted(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
+@pytest.mark.parametrize("size", [100, 6 * MIB], ids=["single part", "multipart"])
+async def test_complete_after_delete_is_410_upload_aborted_and_leaves_no_bytes(
+    http: httpx.AsyncClient,
+    upload_api: str,
+    auth: Auth,
+    s3: Any,
+    upload_settings: UploadSettings,
+    pg_pool: asyncpg.Pool,
+    size: int,
 ) -> None:
-    """An aborted upload can never complete: 410 upload_aborted, even when the bytes are PUT afterwards."""
-    data = os.urandom(100)
+    """An aborted upload never completes (410): its part URLs are dead; bytes PUT to its single URL are removed."""
+    data = os.urandom(size)
     upload = (await start(http, upload_api, auth("alice"), data)).json()
+    key = f"documents/{upload['upload_id']}"
     deleted = await http.delete(f"{upload_api}/v1/uploads/{upload['upload_id']}", headers=auth("alice"))
     assert deleted.status_code == 204
-    await put_parts(http, upload, data)
-    response = await complete(http, upload_api, auth("alice"), upload["upload_id"])
+    puts = [await put_part(http, upload, part, data) for part in upload["parts"]]
+    if size > upload["part_size"]:  # S3 forgot the aborted multipart upload: its part URLs are refused
+        assert all(put.status_code >= 400 for put in puts), [put.status_code for put in puts]
+    else:  # a plain presigned PUT cannot be revoked before it expires: S3 takes the bytes
+        assert [put.status_code for put in puts] == [200]
+        assert await object_exists(s3, upload_settings.s3_bucket, key)
+    parts = [{"part_number": p["part_number"], "etag": '"0"'} for p in upload["parts"]] if size > 100 else None
+    response = await complete(http, upload_api, auth("alice"), upload["upload_id"], parts)
     assert response.status_code == 410
     assert response.json()["error"] == "upload_aborted"
     assert await statuses(pg_pool, upload["upload_id"]) == ("failed", "failed", "aborted")
+    assert not await object_exists(s3, upload_settings.s3_bucket, key)
+    assert await open_multipart_uploads(s3, upload_settings.s3_bucket, key) == []
 
 
 async def test_delete_of_a_completed_upload_is_409(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:

@@ -6,7 +6,6 @@ import hashlib
 import os
 import secrets
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -16,33 +15,7 @@ import pytest
 from depot_common.auth import mint_token
 from depot_upload.settings import UploadSettings
 from tests.multipart import multipart
-
-MIB = 1024 * 1024
-Auth = Callable[..., dict[str, str]]
-
-
-def unique_text(words: str = "") -> bytes:
-    return f"{words} {secrets.token_hex(16)}\n".encode()
-
-
-async def upload(
-    http: httpx.AsyncClient, url: str, headers: dict[str, str], data: bytes, filename: str = "notes.txt"
-) -> httpx.Response:
-    return await http.post(f"{url}/v1/documents", headers=headers, files={"file": (filename, data, "text/plain")})
-
-
-async def object_keys(s3: Any, bucket: str) -> set[str]:
-    keys: set[str] = set()
-    paginator = s3.get_paginator("list_objects_v2")
-    async for page in paginator.paginate(Bucket=bucket, Prefix="documents/"):
-        keys.update(item["Key"] for item in page.get("Contents", []))
-    return keys
-
-
-async def multipart_uploads(s3: Any, bucket: str) -> set[str]:
-    """Ids of the multipart uploads in progress in ``bucket``."""
-    response = await s3.list_multipart_uploads(Bucket=bucket)
-    return {upload["UploadId"] for upload in response.get("Uploads", [])}
+from tests.upload_helpers import MIB, Auth, multipart_uploads, object_keys, unique_text, upload
 
 
 async def test_upload_stores_bytes_row_and_outbox_event(
@@ -152,8 +125,8 @@ async def test_requests_without_a_valid_token_are_401(
 async def test_expired_or_foreign_tokens_are_401(
     http: httpx.AsyncClient, upload_api: str, stack_env: dict[str, str]
 ) -> None:
-    """An expired token, or one signed with another secret, is refused with 401."""
-    expired = mint_token(stack_env["DEPOT_JWT_SECRET"], "alice", ttl=-10)
+    """A token expired beyond the clock-skew leeway, or signed with another secret, is refused with 401."""
+    expired = mint_token(stack_env["DEPOT_JWT_SECRET"], "alice", ttl=-120)  # beyond the 30 s leeway
     forged = mint_token(secrets.token_urlsafe(32), "alice")
     for token, code in ((expired, "token_expired"), (forged, "invalid_token")):
         response = await http.get(

@@ -8,6 +8,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -19,9 +20,9 @@ from depot_reconciler import cli
 from depot_reconciler.relay import run_relay
 from depot_reconciler.settings import ReconcilerSettings
 from depot_upload.bootstrap import compensation_consumer
-from depot_upload.compensations.repository import PostgresCompensations
 from depot_upload.compensations.service import Compensations
 from depot_upload.compensations.storage import S3CompensationObjects
+from depot_upload.postgres import PostgresUnitOfWork
 from depot_upload.settings import UploadSettings
 from tests.conftest import patched_environ
 from tests.integration.test_reconciler_plan import DAY, World, reconcile_world
@@ -38,9 +39,10 @@ async def world(postgres_admin_url: str, make_settings: Callable[..., Any]) -> A
 
 def worker(world: World) -> Compensations:
     return Compensations(
-        PostgresCompensations(world.pool, upload_ttl=3600),
+        partial(PostgresUnitOfWork, world.pool),
         S3CompensationObjects(world.s3, bucket=world.bucket),
         quarantine_retention=RETENTION,
+        upload_ttl=3600,
     )
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import structlog.testing
 
-from depot_indexer.extraction import Kind, extract_text, kind_of
+from depot_indexer.extraction import ExtractionError, Kind, extract_text, kind_of
 
 MAX = 1_000_000
 
@@ -98,21 +97,22 @@ def test_pdf_text_is_extracted_from_every_page() -> None:
     assert "Second page" in text
 
 
-def test_broken_pdf_yields_nothing() -> None:
-    """Bytes that are not a readable PDF give empty text instead of an error."""
-    assert extract_text("application/pdf", "bad.pdf", b"%PDF-1.4\ngarbage", max_chars=MAX) == ""
+def test_broken_pdf_raises_extraction_error_with_a_reason() -> None:
+    """Bytes that are not a readable PDF raise ExtractionError naming why (the indexer reports index_failed)."""
+    with pytest.raises(ExtractionError) as caught:
+        extract_text("application/pdf", "bad.pdf", b"%PDF-1.4\ngarbage", max_chars=MAX)
+    assert caught.value.reason.startswith("pdf_unreadable: ")
 
 
 @pytest.mark.parametrize("cut", [100, 400, -10])
-def test_truncated_pdf_yields_nothing_and_never_raises(cut: int) -> None:
-    """A PDF cut short (as a capped read may return) gives empty text and logs index.pdf_unreadable instead of
-    raising."""
+def test_truncated_pdf_raises_an_extraction_error_naming_why(cut: int) -> None:
+    """A PDF cut short (as a capped read may return) raises ExtractionError with a pdf_unreadable reason, never
+    another error, while the whole PDF yields its text."""
     whole = _pdf("hello", "second page")
     assert "hello" in extract_text("application/pdf", "whole.pdf", whole, max_chars=MAX)
-    with structlog.testing.capture_logs() as logs:
-        result = extract_text("application/pdf", "cut.pdf", whole[:cut], max_chars=MAX)
-    assert result == ""
-    assert [entry["event"] for entry in logs] == ["index.pdf_unreadable"]
+    with pytest.raises(ExtractionError) as caught:
+        extract_text("application/pdf", "cut.pdf", whole[:cut], max_chars=MAX)
+    assert caught.value.reason.startswith("pdf_unreadable: ")
 
 
 @pytest.mark.parametrize(

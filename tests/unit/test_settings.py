@@ -73,3 +73,61 @@ def test_the_service_refuses_to_start_half_configured() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("depot: configuration error: DEPOT_DATABASE_URL is required but not set")
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"DEPOT_JWT_AUDIENCE": "depot"}, "DEPOT_JWT_ISSUER is required when DEPOT_JWT_JWKS_URL is set"),
+        ({"DEPOT_JWT_ISSUER": "https://id.test"}, "DEPOT_JWT_AUDIENCE is required when DEPOT_JWT_JWKS_URL is set"),
+        ({}, "DEPOT_JWT_ISSUER and DEPOT_JWT_AUDIENCE are required when DEPOT_JWT_JWKS_URL is set"),
+    ],
+)
+def test_a_jwks_url_without_issuer_or_audience_stops_with_one_line(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], given: dict[str, str], message: str
+) -> None:
+    """With DEPOT_JWT_JWKS_URL set, a missing DEPOT_JWT_ISSUER or DEPOT_JWT_AUDIENCE is named on one line."""
+    env.setenv("DEPOT_JWT_JWKS_URL", "https://id.test/certs")
+    for name, value in given.items():
+        env.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(UploadSettings)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DEPOT_JWT_JWKS_URL", "file:///etc/keys.json", "DEPOT_JWT_JWKS_URL must be an https:// (or http://) URL"),
+        ("DEPOT_JWT_ROLES_CLAIM", "realm_access..roles", "DEPOT_JWT_ROLES_CLAIM must be a dotted claim path"),
+        ("DEPOT_JWT_LEEWAY", "3600", "DEPOT_JWT_LEEWAY Input should be less than or equal to 300"),
+        ("DEPOT_JWT_JWKS_REFRESH_COOLDOWN", "0", "DEPOT_JWT_JWKS_REFRESH_COOLDOWN Input should be greater than 0"),
+    ],
+)
+def test_malformed_oidc_settings_stop_with_one_line(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str, message: str
+) -> None:
+    """A JWKS URL that is not http(s), a broken roles path or an out-of-range duration is named on one line."""
+    env.setenv("DEPOT_JWT_ISSUER", "https://id.test")
+    env.setenv("DEPOT_JWT_AUDIENCE", "depot")
+    env.setenv(name, value)
+    with pytest.raises(SystemExit):
+        load_settings(UploadSettings)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert message in err
+
+
+def test_a_complete_oidc_configuration_loads(env: pytest.MonkeyPatch) -> None:
+    """A JWKS URL, issuer, audience and Keycloak roles path load; defaults 30 s leeway, 300 s age, 30 s cooldown."""
+    env.delenv("DEPOT_JWT_SECRET")
+    env.setenv("DEPOT_JWT_JWKS_URL", "https://id.test/certs")
+    env.setenv("DEPOT_JWT_ISSUER", "https://id.test")
+    env.setenv("DEPOT_JWT_AUDIENCE", "depot")
+    env.setenv("DEPOT_JWT_ROLES_CLAIM", "realm_access.roles")
+    settings = load_settings(UploadSettings)
+    assert (settings.jwt_roles_claim, settings.jwt_leeway) == ("realm_access.roles", 30)
+    assert (settings.jwt_jwks_max_age, settings.jwt_jwks_refresh_cooldown) == (300, 30)

@@ -42,3 +42,27 @@ def test_token_needs_the_secret_and_a_positive_ttl() -> None:
     assert "DEPOT_JWT_SECRET is not set" in missing.stderr
     assert run("token", "--owner", "alice", "--ttl", "0").returncode == 2
     assert "--owner" in run("token", "--help").stdout
+
+
+async def test_token_carries_the_configured_issuer_audience_and_roles_path() -> None:
+    """With DEPOT_JWT_ISSUER/AUDIENCE/ROLES_CLAIM set, the minted token passes a verifier configured the same way."""
+    env = {
+        "PATH": "/usr/bin",
+        "DEPOT_JWT_SECRET": SECRET,
+        "DEPOT_JWT_ISSUER": "https://depot.test",
+        "DEPOT_JWT_AUDIENCE": "depot-api",
+        "DEPOT_JWT_ROLES_CLAIM": "realm_access.roles",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "depot_common.cli", "token", "--owner", "ops", "--admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    check = TokenVerifier(
+        secret=SECRET, issuer="https://depot.test", audience="depot-api", roles_claim="realm_access.roles"
+    )
+    principal = await check.verify(result.stdout.strip())
+    assert principal.owner_id == "ops"
+    assert principal.is_admin

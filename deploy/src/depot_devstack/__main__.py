@@ -45,6 +45,7 @@ SERVICES = [
     ("outbox-relay", ["-m", "depot_upload", "relay"]),
     ("search-api", ["-m", "depot_indexer", "serve"]),
     ("indexer", ["-m", "depot_indexer", "consume"]),
+    ("index-relay", ["-m", "depot_indexer", "relay"]),
     ("compensations", ["-m", "depot_upload", "compensate"]),
     ("reconcile-relay", ["-m", "depot_reconciler", "relay"]),
     ("reconciler", ["-m", "depot_reconciler", "serve"]),

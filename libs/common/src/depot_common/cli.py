@@ -1,7 +1,8 @@
 """``depot``: developer and operator commands.
 
 ``depot token --owner alice [--admin] [--ttl 3600]`` prints a bearer token signed with
-``DEPOT_JWT_SECRET``.
+``DEPOT_JWT_SECRET`` (with ``iss``/``aud`` from ``DEPOT_JWT_ISSUER``/``DEPOT_JWT_AUDIENCE`` when
+set, and the roles where ``DEPOT_JWT_ROLES_CLAIM`` says, so the services accept it).
 
 ``depot dlq list|show|redrive --topic T --group G`` inspects the dead-letter topic
 ``T.G.dlq`` of consumer group ``G`` and redrives its messages to the topic they came from
@@ -50,7 +51,16 @@ def _token(args: argparse.Namespace) -> int:
     if not secret:
         sys.stderr.write("depot token: DEPOT_JWT_SECRET is not set (source .devstack/env after make dev)\n")
         return 2
-    sys.stdout.write(mint_token(secret, args.owner, admin=args.admin, ttl=args.ttl) + "\n")
+    token = mint_token(
+        secret,
+        args.owner,
+        admin=args.admin,
+        ttl=args.ttl,
+        issuer=os.environ.get("DEPOT_JWT_ISSUER", ""),
+        audience=os.environ.get("DEPOT_JWT_AUDIENCE", ""),
+        roles_claim=os.environ.get("DEPOT_JWT_ROLES_CLAIM") or "roles",
+    )
+    sys.stdout.write(token + "\n")
     return 0
 
 

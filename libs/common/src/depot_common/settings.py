@@ -29,6 +29,15 @@ class DepotSettings(BaseSettings):
     aws_secret_access_key: SecretStr | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY")
     jwt_secret: SecretStr | None = None
     jwt_jwks_url: str = ""
+    # OIDC (SPEC §3): required with a JWKS URL, checked for HS256 tokens too when set
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_roles_claim: str = Field(default="roles", description="dotted path of the roles list in a token")
+    jwt_leeway: int = Field(default=30, ge=0, le=300, description="seconds of clock skew allowed on exp/nbf/iat")
+    jwt_jwks_max_age: int = Field(default=300, gt=0, description="seconds fetched signing keys are used unrefreshed")
+    jwt_jwks_refresh_cooldown: int = Field(
+        default=30, gt=0, description="minimum seconds between two fetches of the JWKS (unknown kid, failures)"
+    )
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     allowed_origins: Annotated[list[str], NoDecode] = []
@@ -69,10 +78,33 @@ class DepotSettings(BaseSettings):
             raise ValueError("must be at least 32 characters (HS256 key)")
         return value
 
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an https:// (or http://) URL")
+        return value
+
+    @field_validator("jwt_roles_claim")
+    @classmethod
+    def _dotted_path(cls, value: str) -> str:
+        if not all(part.strip() for part in value.split(".")):
+            raise ValueError("must be a dotted claim path such as roles or realm_access.roles")
+        return value
+
     @model_validator(mode="after")
     def _one_jwt_source(self) -> DepotSettings:
         if self.jwt_secret is None and not self.jwt_jwks_url:
             raise ValueError("set DEPOT_JWT_SECRET (HS256) or DEPOT_JWT_JWKS_URL (RS256/ES256)")
+        if self.jwt_jwks_url:
+            missing = [
+                name
+                for name, value in (("DEPOT_JWT_ISSUER", self.jwt_issuer), ("DEPOT_JWT_AUDIENCE", self.jwt_audience))
+                if not value
+            ]
+            if missing:
+                verb = "is" if len(missing) == 1 else "are"
+                raise ValueError(f"{' and '.join(missing)} {verb} required when DEPOT_JWT_JWKS_URL is set")
         return self
 
     @property

@@ -21,14 +21,21 @@ from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_common.web import create_app
-from depot_upload.compensations.repository import PostgresCompensations
 from depot_upload.compensations.service import INDEXER_TYPES, Compensations
 from depot_upload.compensations.storage import S3CompensationObjects
 from depot_upload.documents.endpoints import router as documents_router
 from depot_upload.documents.repository import SCHEMA, PostgresDocuments
 from depot_upload.documents.service import UploadService
 from depot_upload.documents.storage import S3BlobStore
+from depot_upload.events_stream.endpoints import router as events_router
+from depot_upload.events_stream.feed import KafkaFeed
+from depot_upload.events_stream.service import EventHub
 from depot_upload.faults import CrashPoints
+from depot_upload.pipeline.endpoints import router as pipeline_router
+from depot_upload.pipeline.offsets import KafkaOffsets
+from depot_upload.pipeline.repository import PostgresOutboxes
+from depot_upload.pipeline.service import PipelineHealth
+from depot_upload.postgres import PostgresUnitOfWork
 from depot_upload.presigned.endpoints import router as uploads_router
 from depot_upload.presigned.repository import PostgresUploadSessions
 from depot_upload.presigned.service import PresignedUploads
@@ -49,8 +56,10 @@ def build_app(settings: UploadSettings) -> FastAPI:
         async with resources as (pool, s3):
             await ensure_bucket(s3, settings.s3_bucket)
             documents = PostgresDocuments(pool)
+            uow = partial(PostgresUnitOfWork, pool)
             app.state.service = UploadService(
                 documents=documents,
+                uow=uow,
                 blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
                 max_upload_bytes=settings.max_upload_bytes,
                 download_url_ttl=settings.download_url_ttl,
@@ -61,13 +70,23 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 sessions=PostgresUploadSessions(pool),
                 store=S3PresignStore(s3, bucket=settings.s3_bucket),
                 documents=documents,
+                uow=uow,
                 max_upload_bytes=settings.max_upload_bytes,
                 part_size=settings.part_size,
                 ttl_seconds=settings.upload_ttl,
             )
+            app.state.pipeline = PipelineHealth(
+                PostgresOutboxes(pool), KafkaOffsets(settings.kafka_servers), consumers=settings.pipeline_pairs
+            )
+            app.state.event_hub = hub = EventHub(capacity=settings.events_client_buffer)
+            app.state.events_heartbeat_interval = settings.events_heartbeat_interval
+            feed = KafkaFeed(hub, settings.kafka_servers, partitions=settings.documents_partitions)
             log.info("upload_api.started")
             purge = partial(documents.purge_idempotency_keys, settings.idempotency_retention)
-            async with background_task(every(300, purge, name="idempotency.purge")):
+            async with (
+                background_task(every(300, purge, name="idempotency.purge")),
+                background_task(feed.run()),
+            ):
                 yield {}
 
     app = create_app(
@@ -79,6 +98,8 @@ def build_app(settings: UploadSettings) -> FastAPI:
     )
     app.include_router(documents_router)
     app.include_router(uploads_router)
+    app.include_router(events_router)
+    app.include_router(pipeline_router)
     return app
 
 
@@ -97,14 +118,16 @@ async def run_relay(settings: UploadSettings) -> None:
 @contextlib.asynccontextmanager
 async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple[EventConsumer, Compensations]]:
     """The started consumer of upload-api's compensations (and the handlers, for the purge); stopped on exit."""
-    pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2)
+    # per partition in flight: the consumer's inbox connection and the handler's unit of work
+    pool = await create_pool(settings.database_url, max_size=2 * settings.documents_partitions + 2)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
         async with s3_client(settings) as s3:
             compensations = Compensations(
-                PostgresCompensations(pool, upload_ttl=settings.upload_ttl),
+                partial(PostgresUnitOfWork, pool),
                 S3CompensationObjects(s3, bucket=settings.s3_bucket),
                 quarantine_retention=settings.quarantine_retention,
+                upload_ttl=settings.upload_ttl,
             )
             async with running_consumer(
                 bootstrap=settings.kafka_servers,

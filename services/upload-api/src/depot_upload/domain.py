@@ -1,6 +1,15 @@
 """The upload domain: documents, their life cycle and the rules on user input.
 
-Imports nothing outward: no FastAPI, asyncpg or boto.
+Imports nothing outward: no FastAPI, asyncpg or boto (only the event contracts).
+
+Life cycle of a document. Each transition returns the next state (version + 1) and the
+event announcing it; the caller writes both in one unit of work
+(:mod:`depot_upload.unit_of_work`)::
+
+    pending ──store(blob)──▶ stored
+       │                       │
+       └──fail(reason)──▶ failed ◀──fail("blob_lost")
+    pending | stored | failed ──delete()──▶ deleted
 """
 
 from __future__ import annotations
@@ -10,10 +19,12 @@ import mimetypes
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from depot_common.errors import BadRequest, InvalidFilename
+from depot_common.events import DocumentDeleted, DocumentFailed, DocumentStored
 
 MAX_FILENAME_BYTES = 255
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -40,6 +51,60 @@ class Document:
     updated_at: datetime
     size_bytes: int | None = None
     sha256: str | None = None
+
+    def store(self, blob: StoredBlob) -> Transition[DocumentStored]:
+        """``pending`` → ``stored`` with the measured size and SHA-256."""
+        stored = self._moved("store", Status.STORED, size_bytes=blob.size_bytes, sha256=blob.sha256)
+        event = DocumentStored(
+            document_id=self.id,
+            owner_id=self.owner_id,
+            filename=self.filename,
+            content_type=self.content_type,
+            size_bytes=blob.size_bytes,
+            sha256=blob.sha256,
+            object_key=self.object_key,
+            version=stored.version,
+        )
+        return Transition(stored, event)
+
+    def fail(self, reason: str) -> Transition[DocumentFailed]:
+        """``pending`` (an upload that will never complete) or ``stored`` (bytes lost) → ``failed``."""
+        failed = self._moved("fail", Status.FAILED)
+        return Transition(failed, DocumentFailed(document_id=self.id, owner_id=self.owner_id, reason=reason))
+
+    def delete(self) -> Transition[DocumentDeleted]:
+        """Any live or failed document → ``deleted``: it stops being readable and searchable."""
+        deleted = self._moved("delete", Status.DELETED)
+        return Transition(
+            deleted, DocumentDeleted(document_id=self.id, owner_id=self.owner_id, version=deleted.version)
+        )
+
+    def _moved(self, transition: str, to: Status, **changes: Any) -> Document:
+        if self.status not in ALLOWED[transition]:
+            raise IllegalTransition(f"cannot {transition} a {self.status} document")
+        return replace(self, status=to, version=self.version + 1, **changes)
+
+
+#: The states each transition starts from.
+ALLOWED: dict[str, frozenset[Status]] = {
+    "store": frozenset({Status.PENDING}),
+    "fail": frozenset({Status.PENDING, Status.STORED}),
+    "delete": frozenset({Status.PENDING, Status.STORED, Status.FAILED}),
+}
+
+
+class IllegalTransition(Exception):
+    """A transition from a state it does not start from: the caller skipped its check (a bug)."""
+
+
+EventT = TypeVar("EventT", DocumentStored, DocumentFailed, DocumentDeleted)
+
+
+class Transition(NamedTuple, Generic[EventT]):
+    """A document's next state and the event announcing it, to be written together."""
+
+    document: Document
+    event: EventT
 
 
 @dataclass(frozen=True)

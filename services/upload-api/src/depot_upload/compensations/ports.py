@@ -7,18 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from depot_common.db import Connection
 from depot_upload.domain import StoredBlob
-
-
-@dataclass(frozen=True)
-class StoredRow:
-    """A document row as the ``missing_blob`` re-check sees it (locked)."""
-
-    status: str
-    object_key: str
-    size_bytes: int | None
-    version: int
 
 
 @dataclass(frozen=True)
@@ -54,28 +43,16 @@ class ObjectStore(Protocol):
 
 
 class CompensationRecords(Protocol):
-    async def live_document_owns(self, conn: Connection, key: str) -> bool:
-        """Whether a ``pending`` or ``stored`` document claims ``key`` (its row locked for the transaction)."""
+    """The compensation worker's own rows (quarantine) and the re-check of a stale upload."""
 
-    async def lock_document(self, conn: Connection, document_id: uuid.UUID) -> StoredRow | None: ...
-
-    async def fail_lost_blob(self, conn: Connection, document_id: uuid.UUID, version: int) -> bool:
-        """``stored`` at ``version`` → ``failed`` plus ``document.failed`` (blob_lost), in ``conn``'s transaction."""
+    async def live_document_owns(self, key: str) -> bool:
+        """Whether a ``pending`` or ``stored`` document claims ``key`` (its row locked until the unit of work ends)."""
 
     async def record_quarantine(
-        self, conn: Connection, *, key: str, quarantined: str, size_bytes: int, retention_s: int, run_id: uuid.UUID
+        self, *, key: str, quarantined: str, size_bytes: int, retention_s: int, run_id: uuid.UUID
     ) -> None: ...
 
-    async def upload_state(self, document_id: uuid.UUID) -> UploadState | None:
+    async def upload_state(self, document_id: uuid.UUID, *, upload_ttl: int) -> UploadState | None:
         """The document's status, whether it is past its upload TTL, and its declaration."""
-
-    async def finalize(self, document_id: uuid.UUID, blob: StoredBlob) -> bool:
-        """``pending`` → ``stored`` + ``document.stored`` (committed); False when it is no longer pending
-        or the owner stored the same content meanwhile."""
-
-    async def fail_expired(self, document_id: uuid.UUID) -> bool:
-        """``pending`` → ``failed`` + ``document.failed`` (upload_expired), committed; False when not pending."""
-
-    async def status(self, document_id: uuid.UUID) -> str | None: ...
 
     async def mark_purged(self, quarantined: str) -> None: ...

@@ -7,13 +7,18 @@ event is harmless. Imports nothing outward (no FastAPI, aiokafka or boto): the a
 are the Protocols of :mod:`depot_upload.compensations.ports`, implemented by
 :mod:`.repository` and :mod:`.storage`.
 
+Each handler runs its own unit of work (``async with uow``): the document's transition and
+its outbox event commit together, and bytes are deleted only after that commit. The
+consumer's connection (``_inbox``) only records the event id; a crash between the two
+commits redelivers the event, which the re-check then turns into a no-op.
+
 * ``orphan_object``: an object under ``documents/`` with no live (``pending`` or
-  ``stored``) document is copied to ``quarantine/<key>``, recorded, and only then deleted;
+  ``stored``) document is copied to ``quarantine/<key>``, recorded (committed), and only then deleted;
   :meth:`Compensations.purge_quarantine` deletes quarantined objects older than the
   retention. Never deleted on sight, never touched while a live row claims the key.
 * ``missing_blob``: a document still ``stored`` whose object is still absent or of the
   wrong size becomes ``failed`` (version + 1) with a ``document.failed`` event
-  (``blob_lost``) in the same transaction; a wrong-size object is quarantined, not deleted.
+  (``blob_lost``) in one unit of work; a wrong-size object is quarantined, not deleted.
 * ``stale_upload``: a document still ``pending`` past its TTL is finalized when its bytes
   are there and match the size and SHA-256 declared for its presigned upload; otherwise
   it is marked ``failed`` (``upload_expired``, committed first) and then its multipart
@@ -34,9 +39,13 @@ import structlog
 from pydantic import BaseModel
 
 from depot_common.db import Connection
+from depot_common.errors import Duplicate
 from depot_common.events import CloudEvent, MissingBlob, OrphanObject, StaleUpload
-from depot_upload.compensations.ports import CompensationRecords, ObjectStore, UploadState
-from depot_upload.domain import StoredBlob
+from depot_upload.compensations.ports import ObjectStore, UploadState
+from depot_upload.domain import Status, StoredBlob
+from depot_upload.presigned.domain import FailureReason
+from depot_upload.presigned.service import fail_upload, store_upload
+from depot_upload.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -55,12 +64,15 @@ Handler = Any  # (Connection, CloudEvent[Any]) -> Awaitable[None], as depot_comm
 
 
 class Compensations:
-    """The three handlers and the quarantine purge, over a record store and an object store."""
+    """The three handlers and the quarantine purge, over units of work and an object store."""
 
-    def __init__(self, records: CompensationRecords, objects: ObjectStore, *, quarantine_retention: int) -> None:
-        self._records = records
+    def __init__(
+        self, uow: UnitOfWorkFactory, objects: ObjectStore, *, quarantine_retention: int, upload_ttl: int
+    ) -> None:
+        self._uow = uow
         self._objects = objects
         self._retention = quarantine_retention
+        self._upload_ttl = upload_ttl
 
     def handlers(self) -> Mapping[str, tuple[type[BaseModel], Handler]]:
         """The handler map for :class:`depot_common.consumer.EventConsumer`."""
@@ -70,51 +82,62 @@ class Compensations:
             "compensation.stale_upload": (StaleUpload, self.stale_upload),
         }
 
-    async def orphan_object(self, conn: Connection, event: CloudEvent[OrphanObject]) -> None:
+    async def orphan_object(self, _inbox: Connection, event: CloudEvent[OrphanObject]) -> None:
+        """Quarantine an object no live document claims: copy, record (committed), then delete."""
         key = event.data.object_key
         if not key.startswith("documents/"):
             log.warning("compensation.orphan_object.refused", object_key=key, reason="not under documents/")
             return
-        if await self._records.live_document_owns(conn, key):
-            log.info("compensation.skipped", object_key=key, reason="a live document owns the object")
-            return
-        size = await self._objects.size_of(key)
-        if size is None:
-            log.info("compensation.skipped", object_key=key, reason="the object is gone")
-            return
-        if await self._quarantine(conn, key, size, event.data.run_id):
-            log.info("compensation.orphan_quarantined", object_key=key, size_bytes=size)
+        async with self._uow() as uow:
+            if await uow.compensations.live_document_owns(key):
+                log.info("compensation.skipped", object_key=key, reason="a live document owns the object")
+                return
+            size = await self._objects.size_of(key)
+            if size is None:
+                log.info("compensation.skipped", object_key=key, reason="the object is gone")
+                return
+            if not await self._copy_to_quarantine(uow, key, size, event.data.run_id):
+                return
+            await uow.commit()
+        await self._objects.delete(key)
+        log.info("compensation.orphan_quarantined", object_key=key, size_bytes=size)
 
-    async def _quarantine(self, conn: Connection, key: str, size: int, run_id: uuid.UUID) -> bool:
-        """Copy, record, then delete the original: never delete before the copy exists."""
+    async def _copy_to_quarantine(self, uow: UnitOfWork, key: str, size: int, run_id: uuid.UUID) -> bool:
+        """Copy the object to ``quarantine/`` and record it in ``uow``; the caller deletes the original after commit."""
         target = quarantine_key(key)
         if not await self._objects.copy(key, target):
             return False
-        await self._records.record_quarantine(
-            conn, key=key, quarantined=target, size_bytes=size, retention_s=self._retention, run_id=run_id
+        await uow.compensations.record_quarantine(
+            key=key, quarantined=target, size_bytes=size, retention_s=self._retention, run_id=run_id
         )
-        await self._objects.delete(key)
         return True
 
-    async def missing_blob(self, conn: Connection, event: CloudEvent[MissingBlob]) -> None:
+    async def missing_blob(self, _inbox: Connection, event: CloudEvent[MissingBlob]) -> None:
+        """Fail a ``stored`` document whose object is still absent or of the wrong size (``blob_lost``)."""
         document_id = event.data.document_id
-        row = await self._records.lock_document(conn, document_id)
-        if row is None or row.status != "stored" or row.object_key != event.data.object_key:
-            log.info("compensation.skipped", document_id=str(document_id), reason="document is no longer stored")
-            return
-        size = await self._objects.size_of(row.object_key)
-        if size is not None and size == row.size_bytes:
-            log.info("compensation.skipped", document_id=str(document_id), reason="the object is back")
-            return
-        if not await self._records.fail_lost_blob(conn, document_id, row.version):
-            return
-        if size is not None:  # wrong size: not this document's bytes any more, but kept for inspection
-            await self._quarantine(conn, row.object_key, size, event.data.run_id)
+        async with self._uow() as uow:
+            document = await uow.documents.lock(document_id)
+            if document is None or document.status is not Status.STORED or document.object_key != event.data.object_key:
+                log.info("compensation.skipped", document_id=str(document_id), reason="document is no longer stored")
+                return
+            key = document.object_key
+            size = await self._objects.size_of(key)
+            if size is not None and size == document.size_bytes:
+                log.info("compensation.skipped", document_id=str(document_id), reason="the object is back")
+                return
+            await uow.apply(document.fail("blob_lost"))
+            # wrong size: not this document's bytes any more, but kept for inspection
+            quarantined = size is not None and await self._copy_to_quarantine(uow, key, size, event.data.run_id)
+            await uow.commit()
+        if quarantined:
+            await self._objects.delete(key)
         log.warning("compensation.blob_lost", document_id=str(document_id), object_size=size)
 
-    async def stale_upload(self, conn: Connection, event: CloudEvent[StaleUpload]) -> None:
+    async def stale_upload(self, _inbox: Connection, event: CloudEvent[StaleUpload]) -> None:
+        """Finalize an expired ``pending`` upload whose bytes match its declaration; else fail it, free the bytes."""
         document_id = event.data.document_id
-        upload = await self._records.upload_state(document_id)
+        async with self._uow() as uow:  # a read: nothing to commit
+            upload = await uow.compensations.upload_state(document_id, upload_ttl=self._upload_ttl)
         if upload is None or upload.status != "pending":
             if upload is not None and upload.status == "failed":
                 # failed already (maybe by an attempt that crashed before cleaning up): release again
@@ -125,19 +148,41 @@ class Compensations:
             log.info("compensation.skipped", document_id=str(document_id), reason="upload is within its TTL")
             return
         if upload.declared is not None and await self._bytes_match(upload.object_key, upload.declared):
-            if await self._records.finalize(document_id, upload.declared):
+            if await self._finalize(document_id, upload.declared):
                 if upload.multipart_upload_id is not None:  # leftover parts, if any; the object is complete
                     await self._objects.abort_multipart(upload.object_key, upload.multipart_upload_id)
                 log.info("compensation.upload_finalized", document_id=str(document_id))
                 return
-            if await self._records.status(document_id) != "failed":  # completed meanwhile
+            if await self._status(document_id) is not Status.FAILED:  # completed meanwhile
                 log.info("compensation.skipped", document_id=str(document_id), reason="document changed")
                 return
-        elif not await self._records.fail_expired(document_id):
+        elif not await self._fail(document_id, FailureReason.EXPIRED):
             log.info("compensation.skipped", document_id=str(document_id), reason="document changed")
             return
         await self._release(upload)
         log.info("compensation.upload_failed", document_id=str(document_id), reason="upload_expired")
+
+    async def _finalize(self, document_id: uuid.UUID, blob: StoredBlob) -> bool:
+        """``pending`` → ``stored`` (committed); False when no longer pending or a duplicate (then failed)."""
+        try:
+            async with self._uow() as uow:
+                document = await store_upload(uow, document_id, blob)
+                await uow.commit()
+        except Duplicate:  # the owner stored this content meanwhile: this upload is not needed
+            await self._fail(document_id, FailureReason.DUPLICATE)
+            return False
+        return document is not None
+
+    async def _fail(self, document_id: uuid.UUID, reason: FailureReason) -> bool:
+        async with self._uow() as uow:
+            failed = await fail_upload(uow, document_id, reason)
+            await uow.commit()
+        return failed
+
+    async def _status(self, document_id: uuid.UUID) -> Status | None:
+        async with self._uow() as uow:  # a read: nothing to commit
+            document = await uow.documents.lock(document_id)
+        return document.status if document else None
 
     async def _bytes_match(self, key: str, declared: StoredBlob) -> bool:
         if await self._objects.size_of(key) != declared.size_bytes:
@@ -156,7 +201,9 @@ class Compensations:
         keys = await self._objects.keys_older_than(QUARANTINE_PREFIX, cutoff)
         for key in keys:
             await self._objects.delete(key)
-            await self._records.mark_purged(key)
+            async with self._uow() as uow:
+                await uow.compensations.mark_purged(key)
+                await uow.commit()
         if keys:
             log.info("quarantine.purged", objects=len(keys))
         return len(keys)

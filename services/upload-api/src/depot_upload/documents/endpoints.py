@@ -13,13 +13,14 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
+from starlette.types import Send
 
 from depot_common.errors import BadRequest, DepotError, Duplicate, NotFound, Unprocessable
 from depot_common.web import CurrentPrincipal
 from depot_upload.api.multipart import MultipartReader, boundary_of
 from depot_upload.api.responses import error_responses
 from depot_upload.documents.schemas import BatchItemOut, BatchOut, DocumentOut, DocumentPageOut, StatusOut
-from depot_upload.documents.service import MAX_PAGE, UploadService
+from depot_upload.documents.service import MAX_PAGE, ContentMismatch, UploadService
 from depot_upload.documents.storage import content_disposition
 from depot_upload.domain import PageCursor, UploadResult
 
@@ -207,7 +208,24 @@ async def get_document(document_id: str, principal: CurrentPrincipal, service: S
 @router.get(
     "/documents/{document_id}/content",
     response_class=StreamingResponse,
-    responses={**error_responses(404, 503), 200: {"content": {"application/octet-stream": {}}}, 307: {}},
+    responses={
+        **error_responses(404, 503),
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": (
+                "The bytes. Verified while they stream: bytes that are not the recorded ones abort the"
+                " transfer (fewer bytes than `Content-Length`), never a clean end."
+            ),
+            "headers": {
+                "Repr-Digest": {
+                    "description": "RFC 9530: `sha-256=:<base64 of the SHA-256>:` of the whole document",
+                    "schema": {"type": "string"},
+                },
+                "ETag": {"description": "The SHA-256, hex, quoted", "schema": {"type": "string"}},
+            },
+        },
+        307: {"description": "`redirect=true`: a short-lived presigned GET (S3 serves the bytes, unverified)"},
+    },
     summary="The document's bytes (streamed), or with `redirect=true` a 307 to a short-lived presigned URL.",
 )
 async def get_content(
@@ -220,18 +238,39 @@ async def get_content(
         url = await service.download_url(owner_id=principal.owner_id, document_id=_document_id(document_id))
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     document, stream = await service.open_content(owner_id=principal.owner_id, document_id=_document_id(document_id))
-    return StreamingResponse(
+    return VerifiedContentResponse(
         stream,
         media_type=document.content_type,
         headers={
             "Content-Disposition": content_disposition(document.filename),
             "Content-Length": str(document.size_bytes),
             "ETag": f'"{document.sha256}"',
+            "Repr-Digest": repr_digest(document.sha256 or ""),
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "sandbox",
             "Cache-Control": "private, no-store",
         },
     )
+
+
+class VerifiedContentResponse(StreamingResponse):
+    """Streams a document's verified bytes; a ``ContentMismatch`` ends it without completing the response.
+
+    The body stops short of ``Content-Length`` and the server closes the connection, so the
+    client sees a broken transfer. The mismatch was logged where it was found; returning
+    (rather than raising) spares the error path, which would render a traceback first.
+    """
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        except ContentMismatch:
+            return
+
+
+def repr_digest(sha256: str) -> str:
+    """The ``Repr-Digest`` field value (RFC 9530) of a hex SHA-256."""
+    return f"sha-256=:{base64.b64encode(bytes.fromhex(sha256)).decode()}:"
 
 
 @router.delete(

@@ -1,9 +1,9 @@
-"""The adapters the upload service needs, as small Protocols."""
+"""The adapters documents need, as small Protocols (the unit of work is in :mod:`depot_upload.unit_of_work`)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
 from depot_upload.domain import Document, OwnerStatus, PageCursor, StoredBlob
@@ -20,8 +20,8 @@ class BlobStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
-        """The object's bytes as a stream; ``Unavailable`` when it cannot be read."""
+    async def open(self, key: str) -> AsyncGenerator[bytes, None]:
+        """The object's bytes as a stream (close it when done); ``Unavailable`` when it cannot be read."""
 
     async def presign_get(self, key: str, *, filename: str, content_type: str, expires_in: int) -> str: ...
 
@@ -31,14 +31,17 @@ class DocumentRepository(Protocol):
         self, *, document_id: uuid.UUID, owner_id: str, filename: str, content_type: str, object_key: str
     ) -> Document: ...
 
-    async def mark_stored(
-        self, document_id: uuid.UUID, blob: StoredBlob, *, idempotency_key: str | None = None
-    ) -> Document:
-        """``pending`` → ``stored`` and a ``document.stored`` outbox event, atomically.
+    async def lock(self, document_id: uuid.UUID) -> Document | None:
+        """The document, locked until the unit of work ends (``None`` if absent)."""
 
-        Raises ``Duplicate`` when the owner already has this content stored, and
-        ``IdempotencyKeyTaken`` when ``idempotency_key`` was recorded meanwhile.
+    async def save(self, document: Document) -> Document:
+        """Write a transition's document (its version follows the locked one); the document as saved.
+
+        Raises ``Duplicate`` (with ``existing_id``) when the owner already stored this content.
         """
+
+    async def record_idempotency(self, owner_id: str, key: str, sha256: str, document: Document) -> None:
+        """Remember the response of this key; ``IdempotencyKeyTaken`` when another request recorded it first."""
 
     async def discard_pending(self, document_id: uuid.UUID) -> None:
         """Remove a ``pending`` row whose upload was refused (never acknowledged)."""
@@ -49,9 +52,6 @@ class DocumentRepository(Protocol):
 
     async def list_page(self, owner_id: str, *, limit: int, after: PageCursor | None) -> list[Document]:
         """Up to ``limit`` live documents, newest first, strictly after ``after``."""
-
-    async def mark_deleted(self, owner_id: str, document_id: uuid.UUID) -> Document | None:
-        """→ ``deleted`` plus a ``document.deleted`` outbox event, atomically; ``None`` if absent."""
 
     async def owner_status(self, owner_id: str) -> OwnerStatus: ...
 

@@ -2,20 +2,21 @@
 
 Write path (crash-safe at every step): ``pending`` row (TX1) → bytes streamed to S3 under
 ``documents/<id>`` with ``If-None-Match: *``, hashed as they stream → ``stored`` plus the
-``document.stored`` outbox event (TX2). A crash leaves either a ``pending`` row past its
+``document.stored`` outbox event (TX2, one unit of work). A crash leaves either a ``pending`` row past its
 TTL or an object without a live row, both of which the reconciler repairs. Bytes are only
 deleted after the transaction that stops referencing them has committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import structlog
 
-from depot_common.errors import Duplicate, NotFound, PayloadTooLarge, Unprocessable
+from depot_common.errors import DepotError, Duplicate, Gone, NotFound, PayloadTooLarge, Unprocessable
 from depot_upload import metrics
 from depot_upload.documents.ports import BlobStore, DocumentRepository, IdempotencyKeyTaken
 from depot_upload.domain import (
@@ -24,6 +25,7 @@ from depot_upload.domain import (
     Page,
     PageCursor,
     Status,
+    StoredBlob,
     UploadResult,
     normalize_content_type,
     object_key,
@@ -31,6 +33,7 @@ from depot_upload.domain import (
     validate_idempotency_key,
 )
 from depot_upload.faults import CrashPoints
+from depot_upload.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +45,14 @@ class UploadService:
         self,
         *,
         documents: DocumentRepository,
+        uow: UnitOfWorkFactory,
         blobs: BlobStore,
         max_upload_bytes: int,
         download_url_ttl: int = 300,
         crash_points: CrashPoints | None = None,
     ) -> None:
         self._documents = documents
+        self._uow = uow
         self._blobs = blobs
         self._max_upload_bytes = max_upload_bytes
         self._download_url_ttl = download_url_ttl
@@ -90,9 +95,11 @@ class UploadService:
         document_id = uuid.uuid4()
         key = object_key(document_id)
         media_type = normalize_content_type(content_type, name)
-        await self._documents.insert_pending(
-            document_id=document_id, owner_id=owner_id, filename=name, content_type=media_type, object_key=key
-        )
+        async with self._uow() as uow:  # TX1
+            await uow.documents.insert_pending(
+                document_id=document_id, owner_id=owner_id, filename=name, content_type=media_type, object_key=key
+            )
+            await uow.commit()
         structlog.contextvars.bind_contextvars(document_id=str(document_id))
         self._crash.reached("after_pending")
         try:
@@ -104,7 +111,7 @@ class UploadService:
         try:
             self._crash.reached("before_stored")
             # the unique index on (owner, sha256) of stored rows decides duplicates, races included
-            document = await self._documents.mark_stored(document_id, blob, idempotency_key=idempotency_key)
+            document = await self._store(document_id, blob, idempotency_key)
         except (Duplicate, IdempotencyKeyTaken):
             await self._documents.discard_pending(document_id)
             await self._blobs.delete(key)
@@ -118,6 +125,18 @@ class UploadService:
         self._crash.reached("after_stored")
         log.info("upload.stored", size_bytes=blob.size_bytes, sha256=blob.sha256)
         return UploadResult(document)
+
+    async def _store(self, document_id: uuid.UUID, blob: StoredBlob, idempotency_key: str | None) -> Document:
+        """TX2: ``stored``, its event and the Idempotency-Key record, together or not at all."""
+        async with self._uow() as uow:
+            pending = await uow.documents.lock(document_id)
+            if pending is None or pending.status is not Status.PENDING:
+                raise Gone("the upload expired before it completed", code="upload_expired")
+            document = await uow.apply(pending.store(blob))
+            if idempotency_key is not None:
+                await uow.documents.record_idempotency(document.owner_id, idempotency_key, blob.sha256, document)
+            await uow.commit()
+        return document
 
     async def _replay(self, recorded: tuple[str, Document], chunks: AsyncIterator[bytes]) -> UploadResult:
         """Hash the retried body (storing nothing) and replay the first response if it matches."""
@@ -155,9 +174,12 @@ class UploadService:
         return Page(items=items, next_cursor=cursor)
 
     async def open_content(self, *, owner_id: str, document_id: uuid.UUID) -> tuple[Document, AsyncIterator[bytes]]:
-        """A stored document and a stream of its bytes."""
+        """A stored document and a stream of its bytes, checked against the recorded size and SHA-256 as they pass.
+
+        The stream never ends cleanly on bytes that are not the document's: see :func:`verified`.
+        """
         document = await self._stored(owner_id, document_id)
-        return document, await self._blobs.open(document.object_key)
+        return document, verified(document, await self._blobs.open(document.object_key))
 
     async def download_url(self, *, owner_id: str, document_id: uuid.UUID) -> str:
         """A short-lived presigned GET URL of a stored document's bytes."""
@@ -177,12 +199,63 @@ class UploadService:
 
     async def delete(self, *, owner_id: str, document_id: uuid.UUID) -> None:
         """Delete a document: ``deleted`` + ``document.deleted`` commit first, then the bytes go."""
-        document = await self._documents.mark_deleted(owner_id, document_id)
-        if document is None:
-            raise NotFound("document not found")
+        async with self._uow() as uow:
+            current = await uow.documents.lock(document_id)
+            if current is None or current.owner_id != owner_id or current.status is Status.DELETED:
+                raise NotFound("document not found")
+            document = await uow.apply(current.delete())
+            await uow.commit()
         metrics.DELETES.inc()
         log.info("document.deleted", document_id=str(document_id), version=document.version)
         await self._blobs.delete(document.object_key)  # a failure leaves an orphan the reconciler removes
 
     async def status(self, *, owner_id: str) -> OwnerStatus:
         return await self._documents.owner_status(owner_id)
+
+
+class ContentMismatch(DepotError):
+    """The stored bytes are not the ones recorded: the download is aborted (its status line has gone already)."""
+
+    code = "content_mismatch"
+
+
+async def verified(document: Document, chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` on, re-hashing them, holding the last chunk back until the whole object matched.
+
+    Bytes past the recorded size are never sent; at the end, a size or SHA-256 that differs
+    from the record logs ``download.content_mismatch`` and raises ``ContentMismatch`` instead
+    of sending the last chunk, so the client sees fewer bytes than ``Content-Length`` (a
+    broken transfer), never a clean end.
+    """
+    expected_size = document.size_bytes or 0
+    digest = hashlib.sha256()
+    size = 0
+    held = b""
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > expected_size:
+                _mismatch(document, size=size, sha256=None)
+            digest.update(chunk)
+            if held:
+                yield held
+            held = chunk
+    actual = digest.hexdigest()
+    if size != expected_size or actual != document.sha256:
+        _mismatch(document, size=size, sha256=actual)
+    if held:
+        yield held
+
+
+def _mismatch(document: Document, *, size: int, sha256: str | None) -> None:
+    metrics.CONTENT_MISMATCHES.inc()
+    log.error(
+        "download.content_mismatch",
+        document_id=str(document.id),
+        object_key=document.object_key,
+        expected_size=document.size_bytes,
+        actual_size=size,
+        expected_sha256=document.sha256,
+        actual_sha256=sha256,
+    )
+    raise ContentMismatch(f"the stored bytes of document {document.id} do not match its recorded SHA-256")

@@ -12,7 +12,7 @@ import base64
 import contextlib
 import hashlib
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -116,7 +116,7 @@ class S3BlobStore:
             if not is_not_found(error):
                 raise Unavailable(f"S3 delete failed: {error_code(error)}") from error
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
+    async def open(self, key: str) -> AsyncGenerator[bytes, None]:
         try:
             response = await self._s3.get_object(Bucket=self._bucket, Key=key)
         except ClientError as error:
@@ -144,7 +144,7 @@ def _rewound(buffer: io.BytesIO) -> io.BytesIO:
     return buffer
 
 
-async def _stream_body(body: Any, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+async def _stream_body(body: Any, chunk_size: int = 256 * 1024) -> AsyncGenerator[bytes, None]:
     try:
         while chunk := await body.read(chunk_size):
             yield chunk

@@ -10,7 +10,7 @@ import math
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from depot_common.errors import Gone, PayloadTooLarge, Unprocessable
@@ -64,11 +64,27 @@ class UploadSession:
     def expired(self) -> bool:
         return self.seconds_left <= 0
 
+    def part_bytes(self, part_number: int) -> int:
+        """How many bytes part ``part_number`` holds: ``part_size``, the last one the rest."""
+        return min(self.part_size, self.size_bytes - (part_number - 1) * self.part_size)
+
 
 @dataclass(frozen=True)
 class PartUrl:
+    """A presigned ``PUT`` of one part and the headers signed into it (the client must send them)."""
+
     part_number: int
     url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReceivedPart:
+    """A part S3 holds for an upload in progress (the whole object, for a single-part upload)."""
+
+    part_number: int
+    etag: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,17 @@ class UploadTicket:
     parts: list[PartUrl]
     created: bool
     """False when an existing live upload of the same content was returned."""
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """Where an upload stands: what S3 holds and where to send the rest."""
+
+    session: UploadSession
+    completed: bool
+    received: list[ReceivedPart]
+    parts: list[PartUrl]
+    """Fresh URLs for the parts S3 does not hold yet."""
 
 
 def parts_needed(size_bytes: int, part_size: int) -> int:

@@ -13,7 +13,7 @@ from depot_common.web import CurrentPrincipal
 from depot_upload.api.responses import error_responses
 from depot_upload.documents.schemas import DocumentOut
 from depot_upload.presigned.domain import CompletedPart
-from depot_upload.presigned.schemas import CompleteUploadIn, CreateUploadIn, UploadOut
+from depot_upload.presigned.schemas import CompleteUploadIn, CreateUploadIn, UploadOut, UploadStatusOut
 from depot_upload.presigned.service import PresignedUploads
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
@@ -67,6 +67,22 @@ async def create_upload(body: CreateUploadIn, principal: CurrentPrincipal, presi
     except Duplicate as error:
         raise _locate(error) from None
     return JSONResponse(UploadOut.of(ticket).model_dump(mode="json"), status_code=201 if ticket.created else 200)
+
+
+@router.get(
+    "/uploads/{upload_id}",
+    response_model=UploadStatusOut,
+    responses=error_responses(404, 410, 503),
+    summary="Resume a presigned upload: the parts storage holds and fresh URLs for the rest.",
+)
+async def get_upload(upload_id: str, principal: CurrentPrincipal, presigned: PresignedDep) -> UploadStatusOut:
+    """Lists the parts S3 already holds (`parts_received`) and gives fresh URLs only for the others.
+
+    Any client of the owner can carry on an interrupted upload with it, then complete it with
+    every part's ETag. 404 for an unknown upload or another owner's; 410 `upload_expired`,
+    `upload_aborted` or `upload_failed` for one that can never complete.
+    """
+    return UploadStatusOut.of(await presigned.resume(owner_id=principal.owner_id, upload_id=_upload_id(upload_id)))
 
 
 @router.post(

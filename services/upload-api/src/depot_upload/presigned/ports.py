@@ -7,42 +7,36 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from depot_upload.domain import Document, StoredBlob
-from depot_upload.presigned.domain import CompletedPart, FailureReason, UploadSession
+from depot_upload.presigned.domain import CompletedPart, FailureReason, PartUrl, ReceivedPart, UploadSession
 
 
 class UploadSessions(Protocol):
-    """Upload sessions and the pending documents they belong to (PostgreSQL)."""
+    """Upload sessions (PostgreSQL); the pending document of each is in the document repository."""
 
     async def find_live(self, owner_id: str, sha256: str) -> UploadSession | None:
         """The owner's unexpired, pending upload of this content, if any."""
 
-    async def create(
+    async def lock_content(self, owner_id: str, sha256: str) -> None:
+        """Serialise starts of the same content by the same owner until the unit of work ends."""
+
+    async def insert(
         self,
         *,
         document_id: uuid.UUID,
         owner_id: str,
-        filename: str,
-        content_type: str,
         size_bytes: int,
         sha256: str,
         part_size: int,
         multipart_upload_id: str | None,
         ttl_seconds: int,
-    ) -> tuple[UploadSession, bool]:
-        """Insert a pending document and its session, atomically.
-
-        Serialised per ``(owner_id, sha256)``: when a live upload of the content already
-        exists, return it and ``False`` instead of inserting.
-        """
+    ) -> UploadSession:
+        """The session of a pending document inserted in the same unit of work."""
 
     async def get(self, owner_id: str, upload_id: uuid.UUID) -> UploadSession | None:
         """The owner's session (another owner's is ``None``)."""
 
-    async def mark_failed(self, upload_id: uuid.UUID, reason: FailureReason) -> bool:
-        """``pending`` → ``failed`` for document and session, with a ``document.failed`` event, in one TX.
-
-        Returns False (and changes nothing) when the document was no longer ``pending``.
-        """
+    async def mark_failed(self, upload_id: uuid.UUID, reason: FailureReason) -> None:
+        """Record why the session's upload failed (its document's ``fail`` is the caller's)."""
 
     async def mark_completed(self, upload_id: uuid.UUID) -> None:
         """Record that the session's document was stored."""
@@ -51,9 +45,18 @@ class UploadSessions(Protocol):
 class PresignStore(Protocol):
     """The S3 side of presigned uploads."""
 
-    async def presign_put(self, key: str, *, expires_in: int) -> str: ...
+    async def presign_put(self, key: str, *, sha256: str, expires_in: int) -> PartUrl:
+        """A ``PUT`` that can create exactly these bytes once: signed with ``If-None-Match: *``
+        and the SHA-256 (S3 refuses other bytes, and any PUT once the object exists)."""
 
-    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> str: ...
+    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> PartUrl:
+        """A ``PUT`` of one part; it dies with the multipart upload (completed or aborted)."""
+
+    async def received_parts(self, key: str, multipart_upload_id: str | None) -> list[ReceivedPart] | None:
+        """The parts S3 holds: ListParts of the multipart upload, or the object a single PUT made.
+
+        ``None`` when S3 no longer knows the multipart upload (completed or aborted).
+        """
 
     async def create_multipart(self, key: str, *, content_type: str) -> str:
         """Start an S3 multipart upload; return its id."""
@@ -79,14 +82,7 @@ class PresignStore(Protocol):
 
 
 class StoredDocuments(Protocol):
-    """The part of the document repository presigned uploads use (``PostgresDocuments``)."""
-
-    async def mark_stored(self, document_id: uuid.UUID, blob: StoredBlob) -> Document:
-        """``pending`` → ``stored`` plus the ``document.stored`` outbox event, atomically.
-
-        Raises ``Duplicate`` when the owner already stored this content, ``Gone`` when
-        the document is no longer ``pending``.
-        """
+    """The reads of the document repository presigned uploads use (``PostgresDocuments``)."""
 
     async def get(self, owner_id: str, document_id: uuid.UUID) -> Document | None: ...
 

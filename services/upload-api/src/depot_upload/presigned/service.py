@@ -6,12 +6,13 @@ of :mod:`depot_upload.presigned.ports`, implemented by :mod:`.repository` and
 
 Life of an upload, crash-safe at every step::
 
-    start     pending document + upload session (one TX); S3 multipart upload above one part
+    start     pending document + upload session (one unit of work); S3 multipart upload above one part
     (client)  PUTs the bytes to the presigned URLs
     complete  multipart assembled → object exists? → size and SHA-256 re-measured from S3
-              → match: ``stored`` + ``document.stored`` outbox event (one TX)
-              → mismatch: ``failed`` (TX committed) → object deleted
-    abort     ``failed`` (TX committed) → multipart aborted → object deleted
+              → match: ``stored`` + ``document.stored`` outbox event + session completed (one unit of work)
+              → mismatch: ``failed`` + ``document.failed`` (committed) → object deleted
+    resume    the parts S3 already holds (ListParts) and fresh URLs for the others
+    abort     ``failed`` + ``document.failed`` (committed) → multipart aborted → object deleted
 
 A crash leaves a ``pending`` document past its TTL (the reconciler's ``stale_upload``) or
 an object without a live document (``orphan_object``). Bytes are deleted only after the
@@ -46,6 +47,7 @@ from depot_upload.presigned.domain import (
     FailureReason,
     PartUrl,
     SessionStatus,
+    UploadProgress,
     UploadSession,
     UploadTicket,
     check_declaration,
@@ -56,6 +58,7 @@ from depot_upload.presigned.domain import (
     part_size_for,
 )
 from depot_upload.presigned.ports import PresignStore, StoredDocuments, UploadSessions
+from depot_upload.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +70,7 @@ class PresignedUploads:
         sessions: UploadSessions,
         store: PresignStore,
         documents: StoredDocuments,
+        uow: UnitOfWorkFactory,
         max_upload_bytes: int,
         part_size: int,
         ttl_seconds: int,
@@ -74,6 +78,7 @@ class PresignedUploads:
         self._sessions = sessions
         self._store = store
         self._documents = documents
+        self._uow = uow
         self._max_upload_bytes = max_upload_bytes
         self._part_size = part_size
         self._ttl = ttl_seconds
@@ -104,17 +109,28 @@ class PresignedUploads:
         if size_bytes > part_size:
             multipart_id = await self._store.create_multipart(key, content_type=media_type)
         try:
-            session, created = await self._sessions.create(
-                document_id=document_id,
-                owner_id=owner_id,
-                filename=name,
-                content_type=media_type,
-                size_bytes=size_bytes,
-                sha256=sha256,
-                part_size=part_size,
-                multipart_upload_id=multipart_id,
-                ttl_seconds=self._ttl,
-            )
+            async with self._uow() as uow:
+                await uow.sessions.lock_content(owner_id, sha256)  # concurrent starts share one upload
+                session = await uow.sessions.find_live(owner_id, sha256)
+                created = session is None
+                if session is None:
+                    await uow.documents.insert_pending(
+                        document_id=document_id,
+                        owner_id=owner_id,
+                        filename=name,
+                        content_type=media_type,
+                        object_key=key,
+                    )
+                    session = await uow.sessions.insert(
+                        document_id=document_id,
+                        owner_id=owner_id,
+                        size_bytes=size_bytes,
+                        sha256=sha256,
+                        part_size=part_size,
+                        multipart_upload_id=multipart_id,
+                        ttl_seconds=self._ttl,
+                    )
+                await uow.commit()
         except BaseException:
             if multipart_id is not None:
                 await self._discard_multipart(key, multipart_id)
@@ -132,19 +148,20 @@ class PresignedUploads:
         except DepotError as error:
             log.warning("upload.abort_failed", key=key, error=error.message)
 
-    async def _ticket(self, session: UploadSession, *, created: bool) -> UploadTicket:
+    async def _part_urls(self, session: UploadSession, numbers: Sequence[int]) -> list[PartUrl]:
+        """Presigned URLs of these parts, expiring with the upload."""
         expires_in = max(1, min(self._ttl, math.ceil(session.seconds_left)))
         key = session.object_key
         if session.multipart_upload_id is None:
-            parts = [PartUrl(1, await self._store.presign_put(key, expires_in=expires_in))]
-        else:
-            parts = [
-                PartUrl(
-                    number,
-                    await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in),
-                )
-                for number in range(1, session.part_count + 1)
-            ]
+            return [await self._store.presign_put(key, sha256=session.sha256, expires_in=expires_in) for _ in numbers]
+        return [
+            await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in)
+            for number in numbers
+        ]
+
+    async def _ticket(self, session: UploadSession, *, created: bool) -> UploadTicket:
+        parts = await self._part_urls(session, range(1, session.part_count + 1))
+        expires_in = max(1, min(self._ttl, math.ceil(session.seconds_left)))
         log.info(
             "upload.presigned",
             upload_id=str(session.id),
@@ -155,6 +172,37 @@ class PresignedUploads:
             expires_in=expires_in,
         )
         return UploadTicket(session=session, parts=parts, created=created)
+
+    async def resume(self, *, owner_id: str, upload_id: uuid.UUID) -> UploadProgress:
+        """The parts S3 already holds and fresh URLs for the others, so any client can carry on.
+
+        A part S3 holds with the wrong size is offered again. A completed upload has nothing
+        left to send. Changes nothing. Raises ``NotFound`` and ``Gone`` (``upload_expired``,
+        ``upload_aborted``, ``upload_failed``: the upload can never complete).
+        """
+        session = await self._session(owner_id, upload_id)
+        if session.document_status in COMPLETED:
+            return UploadProgress(session, completed=True, received=[], parts=[])
+        if session.document_status is not Status.PENDING or session.status is not SessionStatus.PENDING:
+            raise gone(session)
+        if session.expired:
+            raise gone(session, FailureReason.EXPIRED)
+        held = await self._store.received_parts(session.object_key, session.multipart_upload_id)
+        if held is None:  # completed meanwhile, or aborted behind Depot's back
+            session = await self._session(owner_id, upload_id)
+            if session.document_status in COMPLETED:
+                return UploadProgress(session, completed=True, received=[], parts=[])
+            raise Gone("the upload's parts are gone from storage; start a new upload", code="upload_failed")
+        received = sorted(
+            (part for part in held if 1 <= part.part_number <= session.part_count),
+            key=lambda part: part.part_number,
+        )
+        received = [part for part in received if part.size == session.part_bytes(part.part_number)]
+        have = {part.part_number for part in received}
+        missing = [number for number in range(1, session.part_count + 1) if number not in have]
+        parts = await self._part_urls(session, missing)
+        log.info("upload.resumed", upload_id=str(upload_id), parts_received=len(received), parts_missing=len(missing))
+        return UploadProgress(session, completed=False, received=received, parts=parts)
 
     async def complete(self, *, owner_id: str, upload_id: uuid.UUID, parts: Sequence[CompletedPart]) -> Document:
         """Verify the uploaded object against the declaration and store the document.
@@ -168,6 +216,8 @@ class PresignedUploads:
         if session.document_status in COMPLETED:
             return await self._document(owner_id, upload_id)
         if session.document_status is not Status.PENDING or session.status is not SessionStatus.PENDING:
+            # a plain presigned PUT cannot be revoked: bytes sent after the upload failed are removed here
+            await self._fail(session, FailureReason.ABORTED)
             raise gone(session)
         if session.expired:
             if not await self._fail(session, FailureReason.EXPIRED):
@@ -189,16 +239,17 @@ class PresignedUploads:
             await self._reject(session, blob)
 
         try:
-            document = await self._documents.mark_stored(upload_id, blob)
+            async with self._uow() as uow:
+                document = await store_upload(uow, upload_id, blob)
+                await uow.commit()
         except Duplicate:
             if await self._fail(session, FailureReason.DUPLICATE):
                 log.info("upload.duplicate", upload_id=str(upload_id), sha256=blob.sha256)
             raise
-        except Gone:  # aborted or completed concurrently: the row says who won
+        if document is None:  # aborted or completed concurrently: the row says who won
             if not await self._fail(session, FailureReason.ABORTED):
                 return await self._document(owner_id, upload_id)
-            raise gone(await self._session(owner_id, upload_id)) from None
-        await self._sessions.mark_completed(upload_id)
+            raise gone(await self._session(owner_id, upload_id))
         log.info(
             "upload.completed",
             upload_id=str(upload_id),
@@ -243,7 +294,9 @@ class PresignedUploads:
         An upload that had already failed is cleaned again (a retry after a crash). Returns
         False, touching nothing in S3, when the document was stored meanwhile.
         """
-        failed_now = await self._sessions.mark_failed(session.id, reason)
+        async with self._uow() as uow:
+            failed_now = await fail_upload(uow, session.id, reason)
+            await uow.commit()
         if not failed_now:
             current = await self._sessions.get(session.owner_id, session.id)
             if current is None or current.document_status is not Status.FAILED:
@@ -266,3 +319,30 @@ class PresignedUploads:
         if document is None:  # stored, then deleted by its owner
             raise NotFound("upload not found")
         return document
+
+
+async def store_upload(uow: UnitOfWork, upload_id: uuid.UUID, blob: StoredBlob) -> Document | None:
+    """In ``uow``: ``pending`` → ``stored`` (with its event) and the session completed.
+
+    ``None`` when the document is no longer ``pending``; ``Duplicate`` when the owner
+    stored this content meanwhile.
+    """
+    pending = await uow.documents.lock(upload_id)
+    if pending is None or pending.status is not Status.PENDING:
+        return None
+    document = await uow.apply(pending.store(blob))
+    await uow.sessions.mark_completed(upload_id)
+    return document
+
+
+async def fail_upload(uow: UnitOfWork, upload_id: uuid.UUID, reason: FailureReason) -> bool:
+    """In ``uow``: ``pending`` → ``failed`` (``document.failed``, ``upload_<reason>``) and the session's reason.
+
+    False, changing nothing, when the document is no longer ``pending``.
+    """
+    pending = await uow.documents.lock(upload_id)
+    if pending is None or pending.status is not Status.PENDING:
+        return False
+    await uow.apply(pending.fail(f"upload_{reason}"))
+    await uow.sessions.mark_failed(upload_id, reason)
+    return True

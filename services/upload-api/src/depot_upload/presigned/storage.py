@@ -8,6 +8,7 @@ thread so large objects do not stall the event loop).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from botocore.exceptions import ClientError
 from depot_common.errors import Conflict, Unavailable
 from depot_common.s3 import error_code, is_not_found
 from depot_upload.domain import StoredBlob
-from depot_upload.presigned.domain import CompletedPart
+from depot_upload.presigned.domain import CompletedPart, PartUrl, ReceivedPart
 
 log = structlog.get_logger(__name__)
 
@@ -32,19 +33,46 @@ class S3PresignStore:
         self._s3 = client
         self._bucket = bucket
 
-    async def presign_put(self, key: str, *, expires_in: int) -> str:
+    async def presign_put(self, key: str, *, sha256: str, expires_in: int) -> PartUrl:
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         url: str = await self._s3.generate_presigned_url(
-            "put_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_in
+            "put_object",
+            Params={"Bucket": self._bucket, "Key": key, "IfNoneMatch": "*", "ChecksumSHA256": checksum},
+            ExpiresIn=expires_in,
         )
-        return url
+        # both are in X-Amz-SignedHeaders: a PUT without them, or with other values, fails the signature
+        return PartUrl(1, url, {"If-None-Match": "*", "x-amz-checksum-sha256": checksum})
 
-    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> str:
+    async def presign_part(self, key: str, multipart_upload_id: str, part_number: int, *, expires_in: int) -> PartUrl:
         url: str = await self._s3.generate_presigned_url(
             "upload_part",
             Params={"Bucket": self._bucket, "Key": key, "UploadId": multipart_upload_id, "PartNumber": part_number},
             ExpiresIn=expires_in,
         )
-        return url
+        return PartUrl(part_number, url)
+
+    async def received_parts(self, key: str, multipart_upload_id: str | None) -> list[ReceivedPart] | None:
+        if multipart_upload_id is None:
+            try:
+                head = await self._s3.head_object(Bucket=self._bucket, Key=key)
+            except ClientError as error:
+                if is_not_found(error):
+                    return []
+                raise Unavailable(f"S3 HeadObject failed: {error_code(error)}") from error
+            return [ReceivedPart(1, str(head["ETag"]), int(head["ContentLength"]))]
+        parts: list[ReceivedPart] = []
+        paginator = self._s3.get_paginator("list_parts")
+        try:
+            async for page in paginator.paginate(Bucket=self._bucket, Key=key, UploadId=multipart_upload_id):
+                parts.extend(
+                    ReceivedPart(int(part["PartNumber"]), str(part["ETag"]), int(part["Size"]))
+                    for part in page.get("Parts", ())
+                )
+        except ClientError as error:
+            if error_code(error) == "NoSuchUpload":
+                return None
+            raise Unavailable(f"S3 ListParts failed: {error_code(error)}") from error
+        return parts
 
     async def create_multipart(self, key: str, *, content_type: str) -> str:
         try:

@@ -30,6 +30,8 @@ async def s3_client(settings: DepotSettings) -> AsyncIterator[Any]:
         ),
         config=AioConfig(
             retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=settings.s3_timeout,
+            read_timeout=settings.s3_timeout,
             max_pool_connections=64,
             s3={"addressing_style": "path"},
             signature_version="s3v4",
@@ -57,3 +59,20 @@ async def ensure_bucket(client: Any, bucket: str) -> None:
         with contextlib.suppress(ClientError):
             await client.create_bucket(Bucket=bucket)
         await client.head_bucket(Bucket=bucket)
+
+
+async def allow_browser_uploads(client: Any, bucket: str, origins: list[str]) -> None:
+    """Let pages of ``origins`` PUT presigned URLs of ``bucket`` and read the ``ETag`` of each part.
+
+    Written as the bucket's CORS rules (replacing any); every request header is allowed
+    because a presigned PUT carries the signed headers its ticket lists (``If-None-Match``,
+    ``x-amz-checksum-sha256``).
+    """
+    rule = {
+        "AllowedOrigins": origins,
+        "AllowedMethods": ["PUT", "GET", "HEAD"],
+        "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["ETag"],
+        "MaxAgeSeconds": 600,
+    }
+    await client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})

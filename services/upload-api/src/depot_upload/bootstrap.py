@@ -19,10 +19,11 @@ from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
 from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
-from depot_common.s3 import ensure_bucket, s3_client
+from depot_common.s3 import allow_browser_uploads, ensure_bucket, s3_client
 from depot_common.web import create_app
 from depot_upload.compensations.service import INDEXER_TYPES, Compensations
 from depot_upload.compensations.storage import S3CompensationObjects
+from depot_upload.console import ConsoleConfig, mount_console
 from depot_upload.documents.endpoints import router as documents_router
 from depot_upload.documents.repository import SCHEMA, PostgresDocuments
 from depot_upload.documents.service import UploadService
@@ -36,6 +37,7 @@ from depot_upload.pipeline.offsets import KafkaOffsets
 from depot_upload.pipeline.repository import PostgresOutboxes
 from depot_upload.pipeline.service import PipelineHealth
 from depot_upload.postgres import PostgresUnitOfWork
+from depot_upload.presigned.completion import UploadCompletion
 from depot_upload.presigned.endpoints import router as uploads_router
 from depot_upload.presigned.repository import PostgresUploadSessions
 from depot_upload.presigned.service import PresignedUploads
@@ -55,6 +57,8 @@ def build_app(settings: UploadSettings) -> FastAPI:
         resources = service_resources(app, settings, schema=SCHEMA, migrations=MIGRATIONS, pool_size=20)
         async with resources as (pool, s3):
             await ensure_bucket(s3, settings.s3_bucket)
+            if settings.s3_cors_origins:
+                await allow_browser_uploads(s3, settings.s3_bucket, settings.s3_cors_origins)
             documents = PostgresDocuments(pool)
             uow = partial(PostgresUnitOfWork, pool)
             app.state.service = UploadService(
@@ -66,14 +70,19 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 crash_points=CrashPoints(settings.crash_at),
             )
             app.state.batch_max_files = settings.batch_max_files
+            sessions = PostgresUploadSessions(pool)
+            presign_store = S3PresignStore(s3, bucket=settings.s3_bucket)
             app.state.presigned = PresignedUploads(
-                sessions=PostgresUploadSessions(pool),
-                store=S3PresignStore(s3, bucket=settings.s3_bucket),
+                sessions=sessions,
+                store=presign_store,
                 documents=documents,
                 uow=uow,
                 max_upload_bytes=settings.max_upload_bytes,
                 part_size=settings.part_size,
                 ttl_seconds=settings.upload_ttl,
+            )
+            app.state.completion = UploadCompletion(
+                sessions=sessions, store=presign_store, documents=documents, uow=uow
             )
             app.state.pipeline = PipelineHealth(
                 PostgresOutboxes(pool), KafkaOffsets(settings.kafka_servers), consumers=settings.pipeline_pairs
@@ -100,6 +109,16 @@ def build_app(settings: UploadSettings) -> FastAPI:
     app.include_router(uploads_router)
     app.include_router(events_router)
     app.include_router(pipeline_router)
+    mount_console(
+        app,
+        ConsoleConfig(
+            search_url=settings.public_search_url,
+            reconciler_url=settings.public_reconciler_url,
+            s3_endpoint=settings.s3_endpoint,
+            part_size=settings.part_size,
+            max_upload_bytes=settings.max_upload_bytes,
+        ),
+    )
     return app
 
 
@@ -138,6 +157,7 @@ async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple
                 schema=SCHEMA,
                 handlers=compensations.handlers(),
                 ignored_types=INDEXER_TYPES,
+                replica_id=settings.replica_id,
             ) as events:
                 yield events, compensations
     finally:
@@ -146,8 +166,11 @@ async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple
 
 async def run_compensations(settings: UploadSettings) -> None:
     """Execute upload-api's compensations and purge the quarantine until SIGINT/SIGTERM."""
-    ops = ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title="Depot compensation worker")
-    async with compensation_consumer(settings) as (events, compensations), ops:
+    ops = ops_endpoints(
+        settings, port=settings.ops_port, host=settings.http_host, title="Depot compensation worker", worker=True
+    )
+    async with ops as readiness, compensation_consumer(settings) as (events, compensations):
+        readiness.attach(events)
         purge = every(settings.quarantine_purge_interval, compensations.purge_quarantine, name="quarantine.purge")
         async with background_task(purge):
             log.info("compensations.started", group=settings.compensations_group)

@@ -27,7 +27,15 @@ class UploadSettings(DepotSettings):
     )
     quarantine_purge_interval: int = Field(default=3600, gt=0, description="seconds between quarantine purges")
     compensations_group: str = "depot-upload-compensations"
-    consumer_session_timeout: int = Field(default=10, gt=0, description="seconds, Kafka consumer session")
+    consumer_session_timeout: int = Field(
+        default=6, gt=0, description="seconds before the broker considers a silent consumer dead"
+    )
+    # the web console (SPEC §10): where the browser finds the other public APIs (empty = this origin)
+    public_search_url: str = Field(default="", description="search API as the browser reaches it")
+    public_reconciler_url: str = Field(default="", description="reconciler API as the browser reaches it")
+    s3_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="origins whose pages PUT presigned parts straight to the bucket (bucket CORS)"
+    )
     crash_at: CrashPoint | None = Field(default=None, description="fault injection for tests only")
     events_heartbeat_interval: int = Field(
         default=10, gt=0, le=15, description="seconds between GET /v1/events heartbeats when idle"
@@ -60,3 +68,17 @@ class UploadSettings(DepotSettings):
     def pipeline_pairs(self) -> list[tuple[str, str]]:
         """``pipeline_consumers`` as ``(topic, group)`` pairs."""
         return [(item.partition(":")[0], item.partition(":")[2]) for item in self.pipeline_consumers]
+
+    @field_validator("public_search_url", "public_reconciler_url")
+    @classmethod
+    def _origin_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (or empty for the console's own origin)")
+        return value.rstrip("/")
+
+    @field_validator("s3_cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+        return value

@@ -17,11 +17,18 @@ and Kafka consumers make the same decision from the same class::
     ├── Unprocessable (422)
     ├── ConfigurationError (500, never retriable)
     └── Unavailable (503, retriable) — a dependency (PostgreSQL, S3, Kafka) failed
+        └── DependencyUnavailable (503, dependency_unavailable) — it is down: wait it out
+
+``depot_common.outages.dependency_unavailable`` maps the drivers' own exceptions (asyncpg,
+botocore, aiokafka, OSError) to :class:`DependencyUnavailable`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+#: What a :class:`DependencyUnavailable` names.
+Dependency = Literal["postgresql", "s3", "kafka"]
 
 
 class DepotError(Exception):
@@ -100,3 +107,15 @@ class Unavailable(DepotError):
     status = 503
     code = "unavailable"
     retriable = True
+
+
+class DependencyUnavailable(Unavailable):
+    """A dependency is down or unreachable (SPEC §4): answer 503 with ``Retry-After``; a consumer pauses and
+    waits it out without spending the message's retries (SPEC §5)."""
+
+    code = "dependency_unavailable"
+
+    def __init__(self, dependency: Dependency, message: str | None = None, *, retry_after: int = 5) -> None:
+        super().__init__(message or f"{dependency} is unavailable; retry later", dependency=dependency)
+        self.dependency = dependency
+        self.headers["Retry-After"] = str(retry_after)

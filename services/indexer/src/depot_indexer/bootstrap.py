@@ -81,6 +81,7 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
                 schema=SCHEMA,
                 handlers=handlers,
                 ignored_types=NOT_OURS,
+                replica_id=settings.replica_id,
             ) as events:
                 yield events
     finally:
@@ -89,8 +90,11 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
 
 async def run_consumer(settings: IndexerSettings) -> None:
     """Index ``depot.documents.v1`` until SIGINT/SIGTERM (graceful: finish, commit, exit)."""
-    ops = ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title="Depot indexer consumer")
-    async with indexer_consumer(settings) as events, ops:
+    ops = ops_endpoints(
+        settings, port=settings.ops_port, host=settings.http_host, title="Depot indexer consumer", worker=True
+    )
+    async with ops as readiness, indexer_consumer(settings) as events:
+        readiness.attach(events)
         log.info("indexer_consumer.started", group=settings.consumer_group)
         await run_until_signalled(events.run(), on_signal=events.stop)
 

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
 from depot_common.errors import BadRequest, DepotError, Duplicate, NotFound, Unprocessable
+from depot_common.outages import dependency_unavailable
 from depot_common.web import CurrentPrincipal
 from depot_upload.api.multipart import MultipartReader, boundary_of
 from depot_upload.api.responses import error_responses
@@ -163,13 +164,14 @@ async def _batch_item(
         )
     except ClientDisconnect:
         raise
-    except DepotError as error:
-        return BatchItemOut(filename=filename, status=error.status, error=error.to_dict())
-    except Exception:  # one file's failure never affects the others
-        log.exception("upload.batch_item_failed", filename=filename)
-        return BatchItemOut(
-            filename=filename, status=500, error={"error": "internal_error", "message": "internal error"}
-        )
+    except Exception as error:  # one file's failure never affects the others
+        failure = dependency_unavailable(error) or (error if isinstance(error, DepotError) else None)
+        if failure is None:
+            log.exception("upload.batch_item_failed", filename=filename)
+            return BatchItemOut(
+                filename=filename, status=500, error={"error": "internal_error", "message": "internal error"}
+            )
+        return BatchItemOut(filename=filename, status=failure.status, error=failure.to_dict())
     return BatchItemOut(filename=filename, status=201, document=DocumentOut.of(result.document))
 
 

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/common services/upload-api services/indexer services/reconciler deploy
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: tools dev test test-fast lint fmt bench chaos lock clean venv help schemas
+.PHONY: tools dev test test-fast lint fmt bench chaos lock clean venv help schemas console
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,11 +25,29 @@ $(STAMP): requirements/constraints.txt $(PYPROJECTS)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
 	touch $(STAMP)
 
-dev: $(STAMP) ## run the whole system locally (PostgreSQL, Kafka protocol, S3 protocol, services)
+# The web console's browser libraries: npm installs them from the committed lock (no download
+# addresses recorded: web/.npmrc) and we copy the files the console loads next to its own
+# static files. Nothing is built; Node.js is not needed to run the console.
+CONSOLE_WEB    := services/upload-api/web
+CONSOLE_VENDOR := services/upload-api/src/depot_upload/console/static/vendor
+CONSOLE_ASSETS := $(CONSOLE_VENDOR)/sha256.umd.min.js
+
+console: $(CONSOLE_ASSETS) ## install the web console's npm packages and copy them into its static files
+
+$(CONSOLE_ASSETS): $(CONSOLE_WEB)/package.json $(CONSOLE_WEB)/package-lock.json
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq npm; } || \
+		{ echo "The web console needs npm to install its libraries: apt-get install npm (Debian) or install Node.js"; exit 1; }
+	cd $(CONSOLE_WEB) && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(CONSOLE_VENDOR)
+	cp $(CONSOLE_WEB)/node_modules/hash-wasm/dist/sha256.umd.min.js $(CONSOLE_VENDOR)/
+	cp $(CONSOLE_WEB)/node_modules/hash-wasm/LICENSE $(CONSOLE_VENDOR)/hash-wasm.LICENSE
+
+dev: $(STAMP) $(CONSOLE_ASSETS) ## run the whole system locally (PostgreSQL, Kafka protocol, S3 protocol, services)
 	$(BIN)/python -m depot_devstack
 
-# Debian packages the tests need, as command:package (installed when missing; root needed)
-SYSTEM_TOOLS := promtool:prometheus
+# Debian packages the tests need, as command:package (installed when missing; root needed).
+# chromium: the browser the web console's tests drive (never `playwright install`).
+SYSTEM_TOOLS := promtool:prometheus chromium:chromium
 
 tools: ## install the system tools the tests need (Debian packages) when they are missing
 	@for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
@@ -40,7 +58,7 @@ tools: ## install the system tools the tests need (Debian packages) when they ar
 	done
 	@command -v kubectl >/dev/null 2>&1 || { echo "kubectl (>= 1.14, it carries kustomize) is missing: install it from your distribution or the Kubernetes releases"; exit 1; }
 
-test: $(STAMP) tools ## run every test against real servers (started locally when not given)
+test: $(STAMP) tools $(CONSOLE_ASSETS) ## run every test against real servers (started locally when not given)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict

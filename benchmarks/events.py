@@ -209,7 +209,7 @@ class Observer:
         Its consumer is the services' (``make_consumer``), ``options`` overriding, but in no
         group: joining one takes seconds on tansu, and membership changes nothing in fetching.
         """
-        consumer = make_consumer(bootstrap, topic, group_id=None, **options)  # type: ignore[arg-type]
+        consumer = make_consumer(bootstrap, topic, group_id=None, **options)
         await consumer.start()
         observer = cls(consumer)
         task = asyncio.create_task(observer._run())

@@ -79,6 +79,19 @@ async def indexer(relay: OutboxRelay, indexer_settings: IndexerSettings) -> Asyn
 
 
 @pytest.fixture(scope="session")
+async def index_relay(indexer: EventConsumer, indexer_settings: IndexerSettings) -> AsyncIterator[OutboxRelay]:
+    """The indexer's outbox relay (schema ``search`` → depot.index.v1), publishing for the whole session."""
+    producer = make_producer(indexer_settings.kafka_servers)
+    await producer.start()
+    outbox_relay = OutboxRelay(
+        dsn=indexer_settings.database_url, schema=SEARCH_SCHEMA, producer=producer, poll_interval=0.2
+    )
+    async with background(outbox_relay.run()):
+        yield outbox_relay
+    await producer.stop()
+
+
+@pytest.fixture(scope="session")
 async def search_api(indexer_settings: IndexerSettings, upload_api: str) -> AsyncIterator[str]:
     """Base URL of a running search API."""
     async with serve(build_search_app(indexer_settings)) as url:

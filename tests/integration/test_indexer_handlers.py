@@ -81,13 +81,14 @@ def _stored(
     filename: str = "memo.txt",
     size: int = 10,
     document_id: uuid.UUID | None = None,
+    content_type: str = "text/plain",
 ) -> DocumentStored:
     document_id = document_id or uuid.uuid4()
     return DocumentStored(
         document_id=document_id,
         owner_id=owner,
         filename=filename,
-        content_type="text/plain",
+        content_type=content_type,
         size_bytes=size,
         sha256="0" * 64,
         object_key=f"documents/{document_id}",
@@ -109,11 +110,78 @@ async def test_stored_reads_a_capped_prefix_and_indexes_its_text(index_pool: asy
     assert await _ids(index_pool, "h-alice", "pelicans") == {data.document_id}
 
 
+async def _outbox(index_pool: asyncpg.Pool, document_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The events ``search.outbox`` holds for ``document_id``, oldest first, with their topic and key."""
+    rows = await index_pool.fetch(
+        "SELECT topic, key, value FROM search.outbox WHERE key = $1 ORDER BY id", str(document_id)
+    )
+    return [{"topic": row["topic"], "key": row["key"], **row["value"]} for row in rows]
+
+
+async def test_indexing_writes_document_indexed_into_the_outbox(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+    """A new version indexed writes one document.indexed (topic depot.index.v1, key = id) with its text size."""
+    data = _stored("h-ivy")
+    blobs.objects[data.object_key] = b"heron colony"
+    await _handle(index_pool, blobs, data, "document.stored")
+    [event] = await _outbox(index_pool, data.document_id)
+    assert (event["topic"], event["key"], event["type"], event["source"]) == (
+        "depot.index.v1",
+        str(data.document_id),
+        "document.indexed",
+        "depot/indexer",
+    )
+    assert event["data"] == {
+        "document_id": str(data.document_id),
+        "owner_id": "h-ivy",
+        "version": 2,
+        "text_chars": len("heron colony"),
+    }
+    await _handle(index_pool, blobs, data, "document.stored")  # the same version again: no change, no event
+    assert len(await _outbox(index_pool, data.document_id)) == 1
+
+
+async def test_the_event_and_the_entry_share_one_transaction(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+    """When the consumer's transaction rolls back, neither the index entry nor its event remains."""
+    data = _stored("h-jay")
+    blobs.objects[data.object_key] = b"kestrel"
+    _, handler = build_handlers(blobs, NoDocuments(), max_object_bytes=64, max_text_chars=1000)["document.stored"]
+    event = CloudEvent[Any](source="test", type="document.stored", subject=str(data.document_id), data=data)
+
+    async def handle_then_fail() -> None:
+        async with index_pool.acquire() as conn, conn.transaction():
+            await handler(cast(asyncpg.Connection, conn), event)
+            raise RuntimeError("the consumer's transaction fails after the handler")
+
+    with pytest.raises(RuntimeError):
+        await handle_then_fail()
+    assert await repository.version_of(index_pool, data.document_id) is None
+    assert await _outbox(index_pool, data.document_id) == []
+
+
 async def test_missing_object_indexes_by_filename_only(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
-    """A stored document whose object is gone is still indexed by its filename."""
+    """A stored document whose object is gone is still indexed by its filename, and reported index_failed."""
     data = _stored("h-bob", filename="tax-return.pdf")
     await _handle(index_pool, blobs, data, "document.stored")
     assert await _ids(index_pool, "h-bob", "tax") == {data.document_id}
+    [event] = await _outbox(index_pool, data.document_id)
+    assert event["type"] == "document.index_failed"
+    assert event["data"] == {
+        "document_id": str(data.document_id),
+        "owner_id": "h-bob",
+        "version": 2,
+        "reason": "object_missing",
+    }
+
+
+async def test_unreadable_pdf_is_findable_by_filename_and_reported(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
+    """A PDF whose text cannot be extracted is indexed by filename and reported document.index_failed with why."""
+    data = _stored("h-kim", filename="invoice-march.pdf", content_type="application/pdf")
+    blobs.objects[data.object_key] = b"%PDF-1.4\nnot really a pdf"
+    await _handle(index_pool, blobs, data, "document.stored")
+    assert await _ids(index_pool, "h-kim", "invoice") == {data.document_id}
+    [event] = await _outbox(index_pool, data.document_id)
+    assert event["type"] == "document.index_failed"
+    assert event["data"]["reason"].startswith("pdf_unreadable: ")
 
 
 async def test_stale_stored_skips_the_download(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:
@@ -125,6 +193,7 @@ async def test_stale_stored_skips_the_download(index_pool: asyncpg.Pool, blobs: 
     await _handle(index_pool, blobs, _stored("h-carol", version=2, document_id=data.document_id), "document.stored")
     assert blobs.reads == []
     assert await repository.version_of(index_pool, data.document_id) == 3
+    assert [event["data"]["version"] for event in await _outbox(index_pool, data.document_id)] == [3]
 
 
 async def test_deleted_then_failed_remove_from_search(index_pool: asyncpg.Pool, blobs: FakeBlobs) -> None:

@@ -165,6 +165,7 @@ def test_network_policies_let_each_process_reach_only_what_it_needs() -> None:
     needs = {
         "depot-upload relay": {"postgres", "kafka"},
         "depot-reconciler relay": {"postgres", "kafka"},
+        "depot-indexer relay": {"postgres", "kafka"},
     }
     for deployment in of_kind("Deployment"):
         labels = deployment["spec"]["template"]["metadata"]["labels"]

@@ -21,6 +21,8 @@ from depot_common.events import (
     CloudEvent,
     DocumentDeleted,
     DocumentFailed,
+    DocumentIndexed,
+    DocumentIndexFailed,
     DocumentStored,
     GhostIndexEntry,
     MissingBlob,
@@ -51,6 +53,10 @@ SAMPLES: dict[str, BaseModel] = {
     ),
     "document.deleted": DocumentDeleted(document_id=DOC, owner_id="alice", version=3),
     "document.failed": DocumentFailed(document_id=DOC, owner_id="alice", reason="upload_expired"),
+    "document.indexed": DocumentIndexed(document_id=DOC, owner_id="alice", version=2, text_chars=39),
+    "document.index_failed": DocumentIndexFailed(
+        document_id=DOC, owner_id="alice", version=2, reason="pdf_unreadable: PdfStreamError"
+    ),
     "compensation.orphan_object": OrphanObject(
         object_key=KEY, size_bytes=39, last_modified=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), run_id=RUN
     ),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from depot_indexer.extraction import Kind, extract_text, kind_of
+from depot_indexer.extraction import ExtractionError, Kind, extract_text, kind_of
 
 MAX = 1_000_000
 
@@ -97,15 +97,22 @@ def test_pdf_text_is_extracted_from_every_page() -> None:
     assert "Second page" in text
 
 
-def test_broken_pdf_yields_nothing() -> None:
-    """Bytes that are not a readable PDF give empty text instead of an error."""
-    assert extract_text("application/pdf", "bad.pdf", b"%PDF-1.4\ngarbage", max_chars=MAX) == ""
+def test_broken_pdf_raises_extraction_error_with_a_reason() -> None:
+    """Bytes that are not a readable PDF raise ExtractionError naming why (the indexer reports index_failed)."""
+    with pytest.raises(ExtractionError) as caught:
+        extract_text("application/pdf", "bad.pdf", b"%PDF-1.4\ngarbage", max_chars=MAX)
+    assert caught.value.reason.startswith("pdf_unreadable: ")
 
 
-def test_truncated_pdf_yields_nothing_or_text_but_never_raises() -> None:
-    """A PDF cut short (as a capped read may return) never raises."""
-    result = extract_text("application/pdf", "cut.pdf", _pdf("hello")[:100], max_chars=MAX)
-    assert isinstance(result, str)
+def test_truncated_pdf_yields_text_or_an_extraction_error_only() -> None:
+    """A PDF cut short (as a capped read may return) gives text or ExtractionError, never another error."""
+    outcome: str
+    try:
+        outcome = extract_text("application/pdf", "cut.pdf", _pdf("hello")[:100], max_chars=MAX)
+    except ExtractionError as error:
+        outcome = error.reason
+        assert outcome.startswith("pdf_unreadable: ")
+    assert isinstance(outcome, str)
 
 
 @pytest.mark.parametrize(

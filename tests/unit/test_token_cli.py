@@ -13,8 +13,9 @@ from depot_common.errors import Unauthorized
 SECRET = "k" * 40
 
 
-def run(*args: str, secret: str | None = SECRET) -> subprocess.CompletedProcess[str]:
+def run(*args: str, secret: str | None = SECRET, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin", **({"DEPOT_JWT_SECRET": secret} if secret else {})}
+    env.update({"DEPOT_API_URL": api_url} if api_url else {})
     return subprocess.run([sys.executable, "-m", "depot_common.cli", *args], env=env, capture_output=True, text=True)
 
 
@@ -42,6 +43,24 @@ def test_token_needs_the_secret_and_a_positive_ttl() -> None:
     assert "DEPOT_JWT_SECRET is not set" in missing.stderr
     assert run("token", "--owner", "alice", "--ttl", "0").returncode == 2
     assert "--owner" in run("token", "--help").stdout
+
+
+async def test_token_link_puts_the_token_in_the_fragment_of_the_console_address() -> None:
+    """`depot token --link` prints DEPOT_API_URL/#token=<jwt> (a fragment, never a query) with a valid token."""
+    result = run("token", "--owner", "carol", "--link", api_url="http://127.0.0.1:8123/")
+    assert result.returncode == 0, result.stderr
+    link = result.stdout.strip()
+    prefix = "http://127.0.0.1:8123/#token="
+    assert link.startswith(prefix)
+    assert "?" not in link
+    assert (await TokenVerifier(secret=SECRET).verify(link.removeprefix(prefix))).owner_id == "carol"
+
+
+def test_token_link_needs_the_console_address() -> None:
+    """Without DEPOT_API_URL, `depot token --link` says which setting it needs and exits 2."""
+    result = run("token", "--owner", "carol", "--link")
+    assert result.returncode == 2
+    assert "DEPOT_API_URL" in result.stderr
 
 
 async def test_token_carries_the_configured_issuer_audience_and_roles_path() -> None:

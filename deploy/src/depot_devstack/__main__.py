@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
+from depot_common.auth import mint_token
 from depot_devstack.servers import (
     ManagedProcess,
     StackError,
@@ -45,6 +46,7 @@ SERVICES = [
     ("outbox-relay", ["-m", "depot_upload", "relay"]),
     ("search-api", ["-m", "depot_indexer", "serve"]),
     ("indexer", ["-m", "depot_indexer", "consume"]),
+    ("index-relay", ["-m", "depot_indexer", "relay"]),
     ("compensations", ["-m", "depot_upload", "compensate"]),
     ("reconcile-relay", ["-m", "depot_reconciler", "relay"]),
     ("reconciler", ["-m", "depot_reconciler", "serve"]),
@@ -113,6 +115,13 @@ class DevStack:
         env["DEPOT_SEARCH_URL"] = f"http://127.0.0.1:{search_port}"
         reconciler_port = int(given.get("DEPOT_RECONCILER_PORT", "8002"))
         env["DEPOT_RECONCILER_URL"] = f"http://127.0.0.1:{reconciler_port}"
+        # the web console at DEPOT_API_URL calls the search and reconciler APIs and PUTs to S3 from the browser
+        console = env["DEPOT_API_URL"]
+        env.setdefault("DEPOT_PUBLIC_SEARCH_URL", env["DEPOT_SEARCH_URL"])
+        env.setdefault("DEPOT_PUBLIC_RECONCILER_URL", env["DEPOT_RECONCILER_URL"])
+        for origins in ("DEPOT_ALLOWED_ORIGINS", "DEPOT_S3_CORS_ORIGINS"):
+            given_origins = [item for item in env.get(origins, "").split(",") if item.strip()]
+            env[origins] = ",".join(dict.fromkeys([*given_origins, console]))
         ports = {"upload-api": api_port, "search-api": search_port, "reconciler": reconciler_port}
         for name, port in ports.items():
             if port_open("127.0.0.1", port):
@@ -167,8 +176,11 @@ class DevStack:
 
 def _banner(env: dict[str, str], state_dir: Path) -> str:
     api, search = env["DEPOT_API_URL"], env["DEPOT_SEARCH_URL"]
+    link = f"{api}/#token={mint_token(env['DEPOT_JWT_SECRET'], 'alice', admin=True, ttl=8 * 3600)}"
     return f"""
 Depot is running.
+  web console  {link}
+               (alice, admin, 8 h; others: .venv/bin/depot token --owner NAME --link)
   upload API   {api}      (docs: {api}/docs)
   search API   {search}
   reconciler   {env["DEPOT_RECONCILER_URL"]}

@@ -37,6 +37,8 @@ class Principal:
 
     owner_id: str
     roles: frozenset[str]
+    expires_at: float | None = None
+    """The token's ``exp`` (seconds since the epoch): what outlives one request (a stream) ends there."""
 
     @property
     def is_admin(self) -> bool:
@@ -199,7 +201,10 @@ class TokenVerifier:
         roles = self._roles(claims)
         if not isinstance(owner, str) or not owner or roles is None:
             raise Unauthorized("token has no usable sub/roles claims", code="invalid_token")
-        return Principal(owner_id=owner, roles=roles)
+        expires = claims.get("exp")
+        return Principal(
+            owner_id=owner, roles=roles, expires_at=float(expires) if isinstance(expires, int | float) else None
+        )
 
     def _roles(self, claims: dict[str, Any]) -> frozenset[str] | None:
         """The roles at the configured claim path: none when absent, ``None`` when malformed."""

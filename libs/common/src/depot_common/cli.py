@@ -1,8 +1,10 @@
 """``depot``: developer and operator commands.
 
-``depot token --owner alice [--admin] [--ttl 3600]`` prints a bearer token signed with
+``depot token --owner alice [--admin] [--ttl 3600] [--link]`` prints a bearer token signed with
 ``DEPOT_JWT_SECRET`` (with ``iss``/``aud`` from ``DEPOT_JWT_ISSUER``/``DEPOT_JWT_AUDIENCE`` when
-set, and the roles where ``DEPOT_JWT_ROLES_CLAIM`` says, so the services accept it).
+set, and the roles where ``DEPOT_JWT_ROLES_CLAIM`` says, so the services accept it), or with
+``--link`` a web-console sign-in link ``$DEPOT_API_URL/#token=<jwt>`` (a fragment: browsers
+never send it to a server).
 
 ``depot dlq list|show|redrive --topic T --group G`` inspects the dead-letter topic
 ``T.G.dlq`` of consumer group ``G`` and redrives its messages to the topic they came from
@@ -60,7 +62,14 @@ def _token(args: argparse.Namespace) -> int:
         audience=os.environ.get("DEPOT_JWT_AUDIENCE", ""),
         roles_claim=os.environ.get("DEPOT_JWT_ROLES_CLAIM") or "roles",
     )
-    sys.stdout.write(token + "\n")
+    if not args.link:
+        sys.stdout.write(token + "\n")
+        return 0
+    api_url = os.environ.get("DEPOT_API_URL", "").rstrip("/")
+    if not api_url.startswith(("http://", "https://")):
+        sys.stderr.write("depot token: --link needs DEPOT_API_URL, the console's address (source .devstack/env)\n")
+        return 2
+    sys.stdout.write(f"{api_url}/#token={token}\n")
     return 0
 
 
@@ -242,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--owner", required=True, help="owner id (the token's sub claim)")
     token.add_argument("--admin", action="store_true", help="grant the admin role (ops endpoints)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument(
+        "--link",
+        action="store_true",
+        help="print a web-console sign-in link, DEPOT_API_URL/#token=TOKEN, instead of the bare token",
+    )
     token.set_defaults(run=_token)
     _add_dlq(commands)
     return parser

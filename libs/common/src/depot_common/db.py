@@ -1,8 +1,10 @@
 """PostgreSQL: an asyncpg pool, and SQL migrations applied in order and recorded.
 
-Each service owns one schema and ships ``migrations/NNNN_name.sql`` files in its package;
-``migrate`` applies the ones not yet recorded in ``<schema>.schema_migrations`` inside one
-transaction holding an advisory lock, so concurrent start-ups never race.
+Each service owns one schema and ships ``migrations/NNNN_name.sql`` files in its package
+(plus, through :class:`Migrations`, scripts generated in code, such as a library's
+``outbox_ddl``); ``migrate`` applies the ones not yet recorded in
+``<schema>.schema_migrations`` inside one transaction holding an advisory lock, so
+concurrent start-ups never race.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from typing import Any, TypeAlias
 
@@ -48,13 +52,32 @@ def advisory_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-async def migrate(pool: asyncpg.Pool, schema: str, migrations: Traversable) -> list[str]:
-    """Apply ``migrations/*.sql`` not yet recorded for ``schema``; return the applied names."""
+@dataclass(frozen=True)
+class Migrations:
+    """A schema's migrations: the ``*.sql`` files of a package directory and scripts generated in
+    code (name → SQL), applied together in name order."""
+
+    files: Traversable
+    generated: Mapping[str, str] = field(default_factory=dict)
+
+    def scripts(self) -> list[tuple[str, str]]:
+        """``(name, SQL)`` of every migration, in the order they apply."""
+        scripts = {entry.name: entry for entry in self.files.iterdir() if entry.name.endswith(".sql")}
+        clash = scripts.keys() & self.generated.keys()
+        if clash:
+            raise ValueError(f"migrations defined twice: {sorted(clash)}")
+        texts = {name: entry.read_text() for name, entry in scripts.items()} | dict(self.generated)
+        return sorted(texts.items())
+
+
+#: What :func:`migrate` accepts: a package's migrations directory, or :class:`Migrations`.
+MigrationSource: TypeAlias = "Traversable | Migrations"
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, migrations: MigrationSource) -> list[str]:
+    """Apply the migrations not yet recorded for ``schema``; return the applied names."""
     schema = identifier(schema)
-    files = sorted(
-        (entry for entry in migrations.iterdir() if entry.name.endswith(".sql")),
-        key=lambda entry: entry.name,
-    )
+    scripts = (migrations if isinstance(migrations, Migrations) else Migrations(migrations)).scripts()
     applied: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key(f"migrate:{schema}"))
@@ -64,12 +87,12 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations: Traversable) -> l
             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {row["name"] for row in await conn.fetch(f"SELECT name FROM {schema}.schema_migrations")}
-        for entry in files:
-            if entry.name in done:
+        for name, script in scripts:
+            if name in done:
                 continue
-            await conn.execute(entry.read_text())
-            await conn.execute(f"INSERT INTO {schema}.schema_migrations (name) VALUES ($1)", entry.name)
-            applied.append(entry.name)
+            await conn.execute(script)
+            await conn.execute(f"INSERT INTO {schema}.schema_migrations (name) VALUES ($1)", name)
+            applied.append(name)
     if applied:
         log.info("db.migrated", schema=schema, applied=applied)
     return applied

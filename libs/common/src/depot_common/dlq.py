@@ -33,7 +33,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from depot_common.consumer import dlq_topic
-from depot_common.kafka import make_consumer
+from depot_common.kafka import end_offsets, make_consumer
 
 #: Headers :class:`~depot_common.consumer.EventConsumer` adds when it dead-letters a message.
 ERROR_HEADERS = frozenset({"x-error", "x-original-topic", "x-original-partition", "x-original-offset", "x-attempts"})
@@ -217,24 +217,15 @@ class DeadLetterQueue:
         return max(first, committed or 0)
 
     async def bounds(self, partition: int) -> tuple[int, int]:
-        """``(first offset, end offset)`` of ``partition`` right now.
-
-        Some Kafka-protocol brokers (tansu 0.6) answer ListOffsets with the last record batch's
-        base offset + 1, short of the real end when that batch held several records; the
-        high watermark of a fetch is right, so a non-empty partition is probed with one.
-        """
+        """``(first offset, end offset)`` of ``partition`` right now (the end as
+        :func:`~depot_common.kafka.end_offsets` probes it)."""
         tp = self._partition(partition)
         first = int((await self._consumer.beginning_offsets([tp]))[tp])
-        end = int((await self._consumer.end_offsets([tp]))[tp])
-        if end > first:
-            self._consumer.assign([tp])
-            self._consumer.seek(tp, end - 1)
-            deadline = asyncio.get_running_loop().time() + self._idle_timeout
-            while not await self._consumer.getmany(tp, timeout_ms=500):
-                if asyncio.get_running_loop().time() > deadline:
-                    raise DlqError(f"no data from {self.topic} partition {partition} for {self._idle_timeout:.0f} s")
-            end = max(end, int(self._consumer.highwater(tp) or 0))
-        return first, end
+        try:
+            ends = await end_offsets(self._consumer, [tp], probe_timeout=self._idle_timeout)
+        except TimeoutError as error:
+            raise DlqError(f"no data from {self.topic} partition {partition}: {error}") from None
+        return first, ends[tp]
 
     async def messages(self, *, pending_only: bool = False) -> AsyncGenerator[DeadLetter, None]:
         """Every message of every partition (partition by partition, in offset order)."""

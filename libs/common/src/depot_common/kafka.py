@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -27,7 +27,7 @@ def make_producer(bootstrap: list[str], **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
 
 
-def make_consumer(bootstrap: list[str], *topics: str, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
+def make_consumer(bootstrap: list[str], *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
         "group_id": group_id,
         "enable_auto_commit": False,
@@ -50,6 +50,37 @@ async def ensure_topics(bootstrap: list[str], topics: dict[str, int]) -> None:
                 raise RuntimeError(f"cannot create topic {name}: {code} {message}")
     finally:
         await admin.close()
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *, probe_timeout: float = 15.0
+) -> dict[TopicPartition, int]:
+    """The true end offset (offset of the next record) of each of ``partitions``; assigns them to ``consumer``.
+
+    Some Kafka-protocol brokers (tansu 0.6) answer ListOffsets with the last record batch's base
+    offset + 1, short of the real end when that batch held several records; the high watermark of
+    a fetch is right, so each non-empty partition is probed with one fetch of its last record.
+    Leaves ``consumer``'s positions anywhere: seek before reading.
+    """
+    if not partitions:
+        return {}
+    firsts = await consumer.beginning_offsets(partitions)
+    ends = {tp: int(end) for tp, end in (await consumer.end_offsets(partitions)).items()}
+    consumer.assign(partitions)
+    probed = {tp for tp in partitions if ends[tp] > int(firsts[tp])}
+    for tp in probed:
+        consumer.seek(tp, ends[tp] - 1)
+    deadline = asyncio.get_running_loop().time() + probe_timeout
+    while probed:
+        await consumer.getmany(*probed, timeout_ms=500)
+        for tp in list(probed):
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                ends[tp] = max(ends[tp], int(highwater))
+                probed.discard(tp)
+        if probed and asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"no fetch answer from {sorted(map(str, probed))} within {probe_timeout:.0f} s")
+    return ends
 
 
 async def reachable(bootstrap: list[str], connect_timeout: float = 2.0) -> bool:

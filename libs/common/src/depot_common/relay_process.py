@@ -1,11 +1,9 @@
-"""The outbox relay as a process: what ``depot-upload relay`` and ``depot-reconciler relay`` run."""
+"""The outbox relay as a process: what each service's ``relay`` command (upload, indexer, reconciler) runs."""
 
 from __future__ import annotations
 
-from importlib.resources.abc import Traversable
-
 from depot_common import kafka
-from depot_common.db import create_pool, migrate
+from depot_common.db import MigrationSource, create_pool, migrate
 from depot_common.lifecycle import run_until_signalled
 from depot_common.ops import ops_endpoints
 from depot_common.outbox import OutboxRelay
@@ -16,7 +14,7 @@ async def run_outbox_relay(
     settings: DepotSettings,
     *,
     schema: str,
-    migrations: Traversable,
+    migrations: MigrationSource,
     topic: str,
     partitions: int,
     title: str,

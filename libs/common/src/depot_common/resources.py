@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from importlib.resources.abc import Traversable
 from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
 
 from depot_common.auth import TokenVerifier
-from depot_common.db import create_pool, migrate
+from depot_common.db import MigrationSource, create_pool, migrate
 from depot_common.s3 import s3_client
 from depot_common.settings import DepotSettings
 
 
 @contextlib.asynccontextmanager
 async def service_resources(
-    app: FastAPI, settings: DepotSettings, *, schema: str, migrations: Traversable, pool_size: int
+    app: FastAPI, settings: DepotSettings, *, schema: str, migrations: MigrationSource, pool_size: int
 ) -> AsyncIterator[tuple[asyncpg.Pool, Any]]:
     """Open them, migrate ``schema``, publish them on ``app.state`` (readiness and auth read them
     there), yield ``(pool, s3)``, and close them at the end."""

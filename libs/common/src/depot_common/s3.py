@@ -57,3 +57,20 @@ async def ensure_bucket(client: Any, bucket: str) -> None:
         with contextlib.suppress(ClientError):
             await client.create_bucket(Bucket=bucket)
         await client.head_bucket(Bucket=bucket)
+
+
+async def allow_browser_uploads(client: Any, bucket: str, origins: list[str]) -> None:
+    """Let pages of ``origins`` PUT presigned URLs of ``bucket`` and read the ``ETag`` of each part.
+
+    Written as the bucket's CORS rules (replacing any); every request header is allowed
+    because a presigned PUT carries the signed headers its ticket lists (``If-None-Match``,
+    ``x-amz-checksum-sha256``).
+    """
+    rule = {
+        "AllowedOrigins": origins,
+        "AllowedMethods": ["PUT", "GET", "HEAD"],
+        "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["ETag"],
+        "MaxAgeSeconds": 600,
+    }
+    await client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})

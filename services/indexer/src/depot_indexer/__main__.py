@@ -1,11 +1,11 @@
-"""``depot-indexer serve|consume``: run the search API or the index consumer."""
+"""``depot-indexer serve|consume|relay``: run the search API, the index consumer or its outbox relay."""
 
 from __future__ import annotations
 
 import asyncio
 
 from depot_common.entrypoint import run_command, serve_http
-from depot_indexer.bootstrap import build_app, run_consumer
+from depot_indexer.bootstrap import build_app, run_consumer, run_relay
 from depot_indexer.settings import IndexerSettings
 
 
@@ -17,6 +17,10 @@ def _consume(settings: IndexerSettings) -> None:
     asyncio.run(run_consumer(settings))
 
 
+def _relay(settings: IndexerSettings) -> None:
+    asyncio.run(run_relay(settings))
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_command(
         argv,
@@ -26,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         commands={
             "serve": ("the search API on DEPOT_HTTP_HOST:DEPOT_HTTP_PORT", _serve),
             "consume": ("index the events of depot.documents.v1", _consume),
+            "relay": ("publish the search outbox (document.indexed|index_failed) to depot.index.v1", _relay),
         },
     )
 

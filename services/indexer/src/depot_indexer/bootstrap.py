@@ -11,11 +11,13 @@ import structlog
 from fastapi import FastAPI
 
 from depot_common.consumer import EventConsumer, running_consumer
-from depot_common.db import create_pool, migrate
-from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
+from depot_common.db import Migrations, create_pool, migrate
+from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, INDEX_TOPIC
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import run_until_signalled
 from depot_common.ops import ops_endpoints
+from depot_common.outbox import outbox_ddl
+from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import s3_client
 from depot_common.web import create_app
@@ -26,11 +28,12 @@ from depot_indexer.handlers import HANDLED_TYPES, NOT_OURS, build_handlers
 from depot_indexer.repository import SCHEMA
 from depot_indexer.settings import IndexerSettings
 
-__all__ = ["HANDLED_TYPES", "MIGRATIONS", "build_app", "indexer_consumer", "run_consumer"]
+__all__ = ["HANDLED_TYPES", "MIGRATIONS", "build_app", "indexer_consumer", "run_consumer", "run_relay"]
 
 log = structlog.get_logger(__name__)
 
-MIGRATIONS = files("depot_indexer") / "migrations"
+#: Schema ``search``: the package's SQL files, and the outbox table ``depot_common.outbox`` defines.
+MIGRATIONS = Migrations(files("depot_indexer") / "migrations", {"0002_outbox.sql": outbox_ddl(SCHEMA)})
 
 
 def build_app(settings: IndexerSettings) -> FastAPI:
@@ -90,3 +93,15 @@ async def run_consumer(settings: IndexerSettings) -> None:
     async with indexer_consumer(settings) as events, ops:
         log.info("indexer_consumer.started", group=settings.consumer_group)
         await run_until_signalled(events.run(), on_signal=events.stop)
+
+
+async def run_relay(settings: IndexerSettings) -> None:
+    """Publish the ``search`` outbox (``document.indexed|index_failed``) to ``depot.index.v1`` until SIGINT/SIGTERM."""
+    await run_outbox_relay(
+        settings,
+        schema=SCHEMA,
+        migrations=MIGRATIONS,
+        topic=INDEX_TOPIC,
+        partitions=settings.documents_partitions,
+        title="Depot indexer outbox relay",
+    )

@@ -2,7 +2,9 @@
 
 Pure and synchronous (run it off the event loop with ``asyncio.to_thread``). Text-like
 types (plain text, Markdown, CSV, JSON, HTML) and PDF yield text; every other type yields
-``""`` and the document is indexed by its filename and metadata only. The result never
+``""`` and the document is indexed by its filename and metadata only. A PDF that cannot be
+read at all raises :class:`ExtractionError` (the indexer then indexes it by filename and
+reports ``document.index_failed``); one that breaks after some pages keeps their text. The result never
 exceeds ``max_chars`` characters and keeps no control characters but tab and newlines
 (PostgreSQL ``text`` refuses NUL; the search snippets use two others as markers).
 """
@@ -91,6 +93,14 @@ _BLOCK_HTML = frozenset(
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"[ \t\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+class ExtractionError(Exception):
+    """The document's bytes could not be turned into text; ``reason`` says why, for the event."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def kind_of(content_type: str, filename: str) -> Kind:
@@ -227,4 +237,6 @@ def _pdf(data: bytes, max_chars: int) -> str:
                 break
     except Exception as error:  # pypdf raises many error types on malformed input
         log.info("index.pdf_unreadable", error=repr(error), pages_read=len(parts))
+        if not parts:
+            raise ExtractionError(f"pdf_unreadable: {type(error).__name__}") from error
     return "\n".join(parts)

@@ -2,7 +2,10 @@
 
 Each handler runs inside the consumer's transaction, which also records the event id in
 ``search.processed_events``; the version checks in :mod:`depot_indexer.repository` make a
-stale or duplicated event a no-op.
+stale or duplicated event a no-op. Every change of an entry to a new version writes
+``document.indexed`` (or ``document.index_failed`` when the text could not be extracted:
+the entry is then findable by filename only) into ``search.outbox`` in that same
+transaction; ``depot-indexer relay`` publishes it to ``depot.index.v1``.
 """
 
 from __future__ import annotations
@@ -16,16 +19,20 @@ from pydantic import BaseModel
 
 from depot_common.db import Connection
 from depot_common.events import (
+    INDEX_TOPIC,
     CloudEvent,
     DocumentDeleted,
     DocumentFailed,
+    DocumentIndexed,
+    DocumentIndexFailed,
     DocumentStored,
     GhostIndexEntry,
     Reindex,
 )
+from depot_common.outbox import enqueue
 from depot_indexer import repository
 from depot_indexer.domain import IndexEntry
-from depot_indexer.extraction import extract_text
+from depot_indexer.extraction import ExtractionError, extract_text
 from depot_indexer.ports import BlobNotFound, BlobReader, DocumentSource
 
 log = structlog.get_logger(__name__)
@@ -35,6 +42,9 @@ EventHandler = Callable[[Connection, CloudEvent[Any]], Awaitable[None]]
 
 STORED, DELETED, FAILED = "document.stored", "document.deleted", "document.failed"
 REINDEX, GHOST = "compensation.reindex", "compensation.ghost_index_entry"
+INDEXED, INDEX_FAILED = "document.indexed", "document.index_failed"
+#: The CloudEvents ``source`` of the events the indexer publishes.
+SOURCE = "depot/indexer"
 
 #: The event types the indexer acts on (the documents topic, and the compensations it owns).
 HANDLED_TYPES = frozenset({STORED, DELETED, FAILED, REINDEX, GHOST})
@@ -60,7 +70,11 @@ def build_handlers(
                 indexed_version=known,
             )
             return
-        body = await _extract(blobs, data, max_object_bytes=max_object_bytes, max_text_chars=max_text_chars)
+        failure: str | None = None
+        try:
+            body = await _extract(blobs, data, max_object_bytes=max_object_bytes, max_text_chars=max_text_chars)
+        except ExtractionError as error:
+            body, failure = "", error.reason
         entry = IndexEntry(
             document_id=data.document_id,
             owner_id=data.owner_id,
@@ -73,6 +87,7 @@ def build_handlers(
         )
         if await repository.upsert_entry(conn, entry):
             log.info("index.updated", document_id=str(data.document_id), version=data.version, body_chars=len(body))
+            await _report(conn, data, text_chars=len(body), failure=failure)
         else:
             log.info("index.stale_event", document_id=str(data.document_id), version=data.version)
 
@@ -121,13 +136,38 @@ def build_handlers(
     }
 
 
+async def _report(conn: Connection, data: DocumentStored, *, text_chars: int, failure: str | None) -> None:
+    """Write ``document.indexed`` or ``document.index_failed`` into ``search.outbox`` (the caller's transaction)."""
+    outcome: DocumentIndexed | DocumentIndexFailed
+    if failure is None:
+        outcome = DocumentIndexed(
+            document_id=data.document_id, owner_id=data.owner_id, version=data.version, text_chars=text_chars
+        )
+    else:
+        outcome = DocumentIndexFailed(
+            document_id=data.document_id, owner_id=data.owner_id, version=data.version, reason=failure
+        )
+        log.warning("index.extraction_failed", document_id=str(data.document_id), reason=failure)
+    event = CloudEvent[Any](
+        source=SOURCE,
+        type=INDEXED if failure is None else INDEX_FAILED,
+        subject=str(data.document_id),
+        data=outcome,
+    )
+    await enqueue(conn, repository.SCHEMA, topic=INDEX_TOPIC, key=str(data.document_id), event=event)
+
+
 async def _extract(blobs: BlobReader, data: DocumentStored, *, max_object_bytes: int, max_text_chars: int) -> str:
-    """The document's text; ``""`` when its object is missing (the reconciler repairs that)."""
+    """The document's text; raises :class:`ExtractionError` when there is none to be had.
+
+    An empty document has no text (not a failure); a missing object is one (``object_missing``:
+    the reconciler repairs it, and a reindex then reports ``document.indexed``).
+    """
     if data.size_bytes == 0:
         return ""
     try:
         raw = await blobs.read(data.object_key, max_object_bytes)
     except BlobNotFound:
         log.warning("index.object_missing", document_id=str(data.document_id), object_key=data.object_key)
-        return ""
+        raise ExtractionError("object_missing") from None
     return await asyncio.to_thread(extract_text, data.content_type, data.filename, raw, max_chars=max_text_chars)

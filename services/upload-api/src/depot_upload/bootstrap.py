@@ -19,15 +19,23 @@ from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
 from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
-from depot_common.s3 import ensure_bucket, s3_client
+from depot_common.s3 import allow_browser_uploads, ensure_bucket, s3_client
 from depot_common.web import create_app
 from depot_upload.compensations.service import INDEXER_TYPES, Compensations
 from depot_upload.compensations.storage import S3CompensationObjects
+from depot_upload.console import ConsoleConfig, mount_console
 from depot_upload.documents.endpoints import router as documents_router
 from depot_upload.documents.repository import SCHEMA, PostgresDocuments
 from depot_upload.documents.service import UploadService
 from depot_upload.documents.storage import S3BlobStore
+from depot_upload.events_stream.endpoints import router as events_router
+from depot_upload.events_stream.feed import KafkaFeed
+from depot_upload.events_stream.service import EventHub
 from depot_upload.faults import CrashPoints
+from depot_upload.pipeline.endpoints import router as pipeline_router
+from depot_upload.pipeline.offsets import KafkaOffsets
+from depot_upload.pipeline.repository import PostgresOutboxes
+from depot_upload.pipeline.service import PipelineHealth
 from depot_upload.postgres import PostgresUnitOfWork
 from depot_upload.presigned.endpoints import router as uploads_router
 from depot_upload.presigned.repository import PostgresUploadSessions
@@ -48,6 +56,8 @@ def build_app(settings: UploadSettings) -> FastAPI:
         resources = service_resources(app, settings, schema=SCHEMA, migrations=MIGRATIONS, pool_size=20)
         async with resources as (pool, s3):
             await ensure_bucket(s3, settings.s3_bucket)
+            if settings.s3_cors_origins:
+                await allow_browser_uploads(s3, settings.s3_bucket, settings.s3_cors_origins)
             documents = PostgresDocuments(pool)
             uow = partial(PostgresUnitOfWork, pool)
             app.state.service = UploadService(
@@ -68,9 +78,18 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 part_size=settings.part_size,
                 ttl_seconds=settings.upload_ttl,
             )
+            app.state.pipeline = PipelineHealth(
+                PostgresOutboxes(pool), KafkaOffsets(settings.kafka_servers), consumers=settings.pipeline_pairs
+            )
+            app.state.event_hub = hub = EventHub(capacity=settings.events_client_buffer)
+            app.state.events_heartbeat_interval = settings.events_heartbeat_interval
+            feed = KafkaFeed(hub, settings.kafka_servers, partitions=settings.documents_partitions)
             log.info("upload_api.started")
             purge = partial(documents.purge_idempotency_keys, settings.idempotency_retention)
-            async with background_task(every(300, purge, name="idempotency.purge")):
+            async with (
+                background_task(every(300, purge, name="idempotency.purge")),
+                background_task(feed.run()),
+            ):
                 yield {}
 
     app = create_app(
@@ -82,6 +101,18 @@ def build_app(settings: UploadSettings) -> FastAPI:
     )
     app.include_router(documents_router)
     app.include_router(uploads_router)
+    app.include_router(events_router)
+    app.include_router(pipeline_router)
+    mount_console(
+        app,
+        ConsoleConfig(
+            search_url=settings.public_search_url,
+            reconciler_url=settings.public_reconciler_url,
+            s3_endpoint=settings.s3_endpoint,
+            part_size=settings.part_size,
+            max_upload_bytes=settings.max_upload_bytes,
+        ),
+    )
     return app
 
 

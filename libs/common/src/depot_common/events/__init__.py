@@ -17,6 +17,7 @@ from depot_common.events.documents import (
     DocumentStored,
 )
 from depot_common.events.envelope import CONTENT_TYPE, CloudEvent, RawCloudEvent, encode
+from depot_common.events.index import INDEX_TOPIC, DocumentIndexed, DocumentIndexFailed
 
 #: Every event type Depot publishes, by its CloudEvents ``type``.
 EVENT_TYPES: dict[str, type[BaseModel]] = {
@@ -28,11 +29,18 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "compensation.stale_upload": StaleUpload,
     "compensation.reindex": Reindex,
     "compensation.ghost_index_entry": GhostIndexEntry,
+    "document.indexed": DocumentIndexed,
+    "document.index_failed": DocumentIndexFailed,
 }
 
 #: The topic each event type is published on.
 TOPIC_OF: dict[str, str] = {
-    name: DOCUMENTS_TOPIC if name.startswith("document.") else COMPENSATIONS_TOPIC for name in EVENT_TYPES
+    **{name: COMPENSATIONS_TOPIC for name in EVENT_TYPES if name.startswith("compensation.")},
+    "document.stored": DOCUMENTS_TOPIC,
+    "document.deleted": DOCUMENTS_TOPIC,
+    "document.failed": DOCUMENTS_TOPIC,
+    "document.indexed": INDEX_TOPIC,
+    "document.index_failed": INDEX_TOPIC,
 }
 
 __all__ = [
@@ -40,10 +48,13 @@ __all__ = [
     "CONTENT_TYPE",
     "DOCUMENTS_TOPIC",
     "EVENT_TYPES",
+    "INDEX_TOPIC",
     "TOPIC_OF",
     "CloudEvent",
     "DocumentDeleted",
     "DocumentFailed",
+    "DocumentIndexFailed",
+    "DocumentIndexed",
     "DocumentStored",
     "GhostIndexEntry",
     "MissingBlob",

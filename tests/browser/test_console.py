@@ -1,0 +1,280 @@
+"""The web console as a person uses it (SPEC §10), in Chromium against the whole local stack.
+
+Elements are found by role and accessible name, as a person (or a screen reader) finds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import httpx
+import pytest
+from playwright.async_api import Page, Request, Route, expect
+
+from tests.browser.conftest import MIB, Stack
+
+pytestmark = pytest.mark.e2e
+
+#: ``DEPOT_SCREENSHOTS=docs make test`` refreshes the README's screenshots; unset, none are written.
+SCREENSHOTS = os.environ.get("DEPOT_SCREENSHOTS", "")
+
+
+async def screenshot(page: Page, name: str) -> None:
+    if SCREENSHOTS:
+        await page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+
+
+#: A document's stage once its bytes are stored (it may already be indexed by the time we look).
+STORED_OR_LATER = re.compile("stored|indexed")
+
+
+def owner(name: str) -> str:
+    return f"{name}-{secrets.token_hex(3)}"
+
+
+async def sign_in(page: Page, stack: Stack, who: str, *, admin: bool = False) -> None:
+    await page.goto(stack.link(who, admin=admin))
+    await expect(page.get_by_text(f"Signed in as {who}")).to_be_visible()
+
+
+def documents(page: Page):  # type: ignore[no-untyped-def]
+    return page.get_by_role("list", name="Documents").get_by_role("listitem")
+
+
+def uploads(page: Page):  # type: ignore[no-untyped-def]
+    return page.get_by_role("list", name="Uploads").get_by_role("listitem")
+
+
+async def search_for(page: Page, query: str) -> None:
+    box = page.get_by_role("searchbox", name="Search")
+    await box.fill(query)
+    await box.press("Enter")
+
+
+def wait_searchable(stack: Stack, who: str, word: str, *, present: bool, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=10) as http:
+        while True:
+            hits = http.get(f"{stack.search}/v1/search", params={"q": word}, headers=stack.auth(who)).json()["hits"]
+            if bool(hits) == present:
+                return
+            assert time.monotonic() < deadline, f"{word!r} {'never' if present else 'still'} searchable"
+            time.sleep(0.2)
+
+
+async def test_sign_in_by_link_keeps_the_token_for_the_tab_only_and_sign_out_forgets_it(
+    console_stack: Stack, page: Page
+) -> None:
+    """The `depot token --link` link signs in, leaves the address bar clean, and sign-out forgets the token."""
+    who = owner("alice")
+    await sign_in(page, console_stack, who)
+    assert "token" not in page.url
+    assert await page.evaluate("sessionStorage.getItem('depot.token')")
+    await page.reload()
+    await expect(page.get_by_text(f"Signed in as {who}")).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('depot.token')") is None
+    await page.reload()
+    await expect(page.get_by_label("Bearer token")).to_be_visible()
+    await page.get_by_label("Bearer token").fill("not-a-token")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("Your sign-in was refused")
+
+
+async def test_three_uploads_name_the_duplicate_and_reach_indexed_live(
+    console_stack: Stack, page: Page, files: Path
+) -> None:
+    """Three chosen files: the duplicate is named with a link to the original, the others reach indexed live."""
+    who = owner("alice")
+    word = f"zebra{secrets.token_hex(3)}"
+    (files / "notes.txt").write_text(f"minutes of the {word} migration meeting\n")
+    (files / "budget.md").write_text("budget of the walrus project\n")
+    (files / "copy-of-notes.txt").write_text(f"minutes of the {word} migration meeting\n")
+    await sign_in(page, console_stack, who)
+    await page.get_by_label("Choose files").set_input_files(
+        [files / "notes.txt", files / "budget.md", files / "copy-of-notes.txt"]
+    )
+    duplicate = uploads(page).filter(has_text="copy-of-notes.txt")
+    await expect(duplicate).to_contain_text("Duplicate")
+    await expect(duplicate.get_by_role("link", name="notes.txt")).to_be_visible()
+    await duplicate.get_by_role("link", name="notes.txt").click()
+    await expect(page.get_by_role("dialog", name="notes.txt")).to_contain_text("SHA-256")
+    await page.get_by_role("button", name="Close").click()
+    for name in ("notes.txt", "budget.md"):
+        await expect(documents(page).filter(has_text=name)).to_contain_text(STORED_OR_LATER)
+    await expect(documents(page)).to_have_count(2)
+    await screenshot(page, "console-upload.png")
+    await page.set_viewport_size({"width": 375, "height": 800})
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 375, "usable at 375 px: no sideways scroll"
+    await page.set_viewport_size({"width": 1100, "height": 900})
+    for name in ("notes.txt", "budget.md"):
+        await expect(documents(page).filter(has_text=name)).to_contain_text("indexed", timeout=30_000)
+    await expect(page.get_by_role("status").first).to_contain_text("Nothing of yours in flight")
+    await screenshot(page, "console-upload.png")
+
+
+async def test_search_highlights_and_delete_removes_from_list_and_search(
+    console_stack: Stack, page: Page, files: Path
+) -> None:
+    """Search shows the word highlighted amid escaped text; a confirmed delete removes it from list and search."""
+    who = owner("alice")
+    word = f"okapi{secrets.token_hex(3)}"
+    (files / "okapi <notes>.txt").write_text(f"field notes: if 5 < 7 & 9 > 8 then the {word} wins\n")
+    await sign_in(page, console_stack, who)
+    await page.get_by_label("Choose files").set_input_files([files / "okapi <notes>.txt"])
+    await expect(documents(page).filter(has_text="okapi <notes>.txt")).to_contain_text(STORED_OR_LATER)
+    wait_searchable(console_stack, who, word, present=True)
+    await search_for(page, word)
+    hit = page.get_by_role("list", name="Search results").get_by_role("listitem")
+    await expect(hit).to_have_count(1)
+    await expect(hit.locator("mark")).to_have_text(word)
+    await expect(hit).to_contain_text(f"5 < 7 & 9 > 8 then the {word} wins")  # escaped text, shown as text
+    await expect(hit.locator(".snippet > *")).to_have_count(1)  # the one <mark>: no element from the text
+    await documents(page).filter(has_text="okapi <notes>.txt").get_by_role("button", name="Delete").click()
+    confirm = page.get_by_role("dialog", name="Delete okapi <notes>.txt?")
+    await confirm.get_by_role("button", name="Delete").click()
+    await expect(documents(page)).to_have_count(0)
+    await expect(hit).to_have_count(0)
+    wait_searchable(console_stack, who, word, present=False)
+    await search_for(page, word)
+    await expect(page.get_by_text(f"0 result(s) for “{word}”")).to_be_visible()
+    await page.reload()
+    await expect(page.get_by_text("No documents yet")).to_be_visible()
+
+
+async def test_large_file_goes_in_parts_and_resumes_after_a_reload(
+    console_stack: Stack, page: Page, files: Path
+) -> None:
+    """A 30 MiB file is sent in parallel parts; reloaded mid-way and chosen again, only the missing parts travel."""
+    who = owner("alice")
+    big = files / "big.bin"
+    big.write_bytes(secrets.token_bytes(30 * MIB))
+    part_size = 8 * MIB
+    sizes = {1: part_size, 2: part_size, 3: part_size, 4: 30 * MIB - 3 * part_size}
+    first: list[int] = []
+    lost: list[int] = []
+
+    async def lose_parts_after_two(route: Route, request: Request) -> None:
+        number = int(parse_qs(urlsplit(request.url).query)["partNumber"][0])
+        if number <= 2:
+            first.append(number)
+            await route.continue_()
+        else:
+            lost.append(number)
+            await route.abort("internetdisconnected")  # the network is gone for these parts
+
+    s3 = console_stack.env["DEPOT_S3_ENDPOINT"]
+    await sign_in(page, console_stack, who)
+    await page.route(f"{s3}/**", lose_parts_after_two)
+    finished: list[int] = []
+    page.on("requestfinished", lambda request: finished.append(1) if request.method == "PUT" else None)
+    await page.get_by_label("Choose files").set_input_files([big])
+    item = uploads(page).filter(has_text="big.bin")
+    await expect(item.get_by_role("progressbar")).to_be_visible()
+    deadline = time.monotonic() + 30
+    while len(finished) < 2:
+        assert time.monotonic() < deadline, "the first two parts never finished"
+        await asyncio.sleep(0.1)
+    assert sorted(first) == [1, 2]
+    assert {3, 4} <= set(lost), "four parts went out in parallel"
+    await page.reload()  # still offline for S3 while the page goes away
+    await page.unroute(f"{s3}/**")
+
+    second: list[int] = []
+
+    async def count(route: Route, request: Request) -> None:
+        second.append(int(parse_qs(urlsplit(request.url).query)["partNumber"][0]))
+        await route.continue_()
+
+    await page.route(f"{s3}/**", count)
+    await expect(documents(page).filter(has_text="big.bin")).to_contain_text("uploading")
+    await page.get_by_label("Choose files").set_input_files([big])
+    await expect(uploads(page).filter(has_text="big.bin")).to_contain_text("Stored", timeout=60_000)
+    assert sorted(second) == [3, 4], "only the parts S3 did not hold were sent again"
+    sent_first, sent_second = sum(sizes[n] for n in first), sum(sizes[n] for n in second)
+    assert sent_second < 30 * MIB
+    assert sent_first + sent_second == 30 * MIB
+    await expect(documents(page).filter(has_text="big.bin")).to_contain_text(STORED_OR_LATER)
+
+
+async def test_errors_are_explained_in_words(console_stack: Stack, page: Page, files: Path) -> None:
+    """A file chosen with the keyboard over the limit, and a refused token, are explained; no byte is sent."""
+    who = owner("alice")
+    huge = files / "huge.bin"
+    with huge.open("wb") as sparse:
+        sparse.truncate(41 * MIB)
+    await sign_in(page, console_stack, who)
+    puts: list[str] = []
+    page.on("request", lambda request: puts.append(request.url) if request.method in {"PUT", "POST"} else None)
+    for _ in range(8):  # Tab through the header to the file chooser
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.id") == "file-input":
+            break
+    async with page.expect_file_chooser() as chooser:
+        await page.keyboard.press("Space")
+    await (await chooser.value).set_files([huge])
+    await expect(uploads(page).filter(has_text="huge.bin")).to_contain_text(
+        "Too large: Depot accepts files up to 40 MiB"
+    )
+    assert puts == []
+    await page.evaluate("sessionStorage.setItem('depot.token', 'expired')")
+    await page.reload()
+    await expect(page.get_by_role("alert")).to_contain_text("Your sign-in was refused")
+
+
+async def test_another_owner_sees_none_of_it(console_stack: Stack, page: Page, files: Path) -> None:
+    """Bob, signed in, sees neither alice's documents nor her search hits."""
+    alice, bob = owner("alice"), owner("bob")
+    word = f"tapir{secrets.token_hex(3)}"
+    with httpx.Client(timeout=30) as http:
+        created = http.post(
+            f"{console_stack.api}/v1/documents",
+            headers=console_stack.auth(alice),
+            files={"file": ("tapir.txt", f"the {word} report".encode(), "text/plain")},
+        )
+        assert created.status_code == 201, created.text
+    wait_searchable(console_stack, alice, word, present=True)
+    await sign_in(page, console_stack, bob)
+    await expect(page.get_by_text("No documents yet")).to_be_visible()
+    await search_for(page, word)
+    await expect(page.get_by_text(f"0 result(s) for “{word}”")).to_be_visible()
+    await expect(page.get_by_text("tapir.txt")).to_have_count(0)
+
+
+async def test_operations_view_is_for_admins_and_a_dry_run_shows_a_planted_orphan(
+    console_stack: Stack, page: Page
+) -> None:
+    """A non-admin has no Operations view; an admin starts a dry run and reads the planted orphan in its findings."""
+    await sign_in(page, console_stack, owner("carol"))
+    await expect(page.locator("body[data-admin=no]")).to_have_count(1)
+    await expect(page.get_by_role("button", name="Operations")).to_have_count(0)
+
+    env = console_stack.env
+    orphan = f"documents/{secrets.token_hex(16)}"
+    boto3.client(
+        "s3",
+        endpoint_url=env["DEPOT_S3_ENDPOINT"],
+        region_name=env["DEPOT_S3_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    ).put_object(Bucket=env["DEPOT_S3_BUCKET"], Key=orphan, Body=b"left behind")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await sign_in(page, console_stack, owner("root"), admin=True)
+    await page.get_by_role("button", name="Operations").click()
+    await expect(page.get_by_role("heading", name="Pipeline health")).to_be_visible()
+    await expect(page.get_by_text("Outbox backlog")).to_be_visible()
+    await page.get_by_role("button", name="Start a dry run").click()
+    classes = page.get_by_role("table", name="Findings by class")
+    await expect(classes.get_by_role("row").filter(has_text="orphan_object")).to_contain_text("1", timeout=30_000)
+    await expect(page.get_by_role("list", name="Findings")).to_contain_text(orphan)
+    await expect(page.get_by_role("button", name="Apply this plan")).to_be_visible()
+    await screenshot(page, "console-operations.png")

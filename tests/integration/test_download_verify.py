@@ -84,6 +84,9 @@ async def test_bytes_replaced_behind_depots_back_break_the_download_and_are_logg
     assert len(mismatch) == 1, logged
     assert document["id"] in mismatch[0]
     assert document["sha256"] in mismatch[0]
+    # leave the session's bucket consistent for other tests: the tampered document goes
+    deleted = await http.delete(f"{upload_api}/v1/documents/{document['id']}", headers=auth("alice"))
+    assert deleted.status_code == 204
 
 
 async def test_openapi_documents_the_repr_digest_of_the_content(http: httpx.AsyncClient, upload_api: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from depot_common.events import CONTENT_TYPE, CloudEvent, DocumentStored
+from depot_common.events import CONTENT_TYPE, CloudEvent, DocumentStored, type_of
 from depot_common.kafka import make_consumer
 from depot_common.tracing import new_traceparent
 
@@ -42,7 +42,7 @@ def document_stored(
     document_id = document_id or uuid.uuid4()
     return CloudEvent[DocumentStored](
         source=SOURCE,
-        type="document.stored",
+        type=type_of(DocumentStored),
         subject=str(document_id),
         data=DocumentStored(
             document_id=document_id,

@@ -51,7 +51,7 @@ from depot_common.db import create_pool, migrate
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS
 from depot_indexer.repository import SCHEMA as SEARCH_SCHEMA
-from depot_reconciler.checks import CHECKS, MISSING_BLOB, ORPHAN_OBJECT
+from depot_reconciler.checks import CHECKS, missing_blob, orphan_object
 from depot_upload.bootstrap import MIGRATIONS as UPLOAD_MIGRATIONS
 from depot_upload.documents.repository import SCHEMA as UPLOAD_SCHEMA
 
@@ -320,12 +320,12 @@ def _verify(run: Run, fill: Fill) -> None:
     output = run.output
     scanned = output.get("scanned", {})
     expected_counts = dict.fromkeys(CHECKS, 0) | {
-        ORPHAN_OBJECT: len(fill.orphan_keys),
-        MISSING_BLOB: len(fill.missing_ids),
+        orphan_object.NAME: len(fill.orphan_keys),
+        missing_blob.NAME: len(fill.missing_ids),
     }
     found = {
         check: {item["subject"] for item in output.get("findings", []) if item["check"] == check}
-        for check in (ORPHAN_OBJECT, MISSING_BLOB)
+        for check in (orphan_object.NAME, missing_blob.NAME)
     }
     problems = []
     if run.exit_code != (1 if fill.orphan_keys or fill.missing_ids else 0):
@@ -336,10 +336,10 @@ def _verify(run: Run, fill: Fill) -> None:
         problems.append(f"counts {output.get('counts')}, expected {expected_counts}")
     if len(output.get("findings", [])) != sum(expected_counts.values()):
         problems.append(f"{len(output.get('findings', []))} findings listed")
-    if found[ORPHAN_OBJECT] != fill.orphan_keys:
-        problems.append(f"orphan objects {sorted(found[ORPHAN_OBJECT])}, planted {sorted(fill.orphan_keys)}")
-    if found[MISSING_BLOB] != fill.missing_ids:
-        problems.append(f"missing blobs {sorted(found[MISSING_BLOB])}, planted {sorted(fill.missing_ids)}")
+    if found[orphan_object.NAME] != fill.orphan_keys:
+        problems.append(f"orphan objects {sorted(found[orphan_object.NAME])}, planted {sorted(fill.orphan_keys)}")
+    if found[missing_blob.NAME] != fill.missing_ids:
+        problems.append(f"missing blobs {sorted(found[missing_blob.NAME])}, planted {sorted(fill.missing_ids)}")
     if problems:
         raise RuntimeError(f"reconcile run over {fill.size} objects is wrong: " + "; ".join(problems))
     run.objects, run.documents, run.fill = fill.objects, fill.documents, fill

@@ -270,12 +270,13 @@ async def test_workers_serve_health_readiness_and_metrics(
     stack_env: dict[str, str], upload_api: str, tmp_path: Path
 ) -> None:
     """The relay and the indexer consumer answer /healthz, /readyz and /metrics (backlog, lag) on DEPOT_OPS_PORT,
-    and still stop cleanly on SIGTERM."""
+    and still stop cleanly on SIGTERM; the consumer is ready once it works (its own "worker" check)."""
     import httpx
 
-    for module, command, metric in (
-        ("depot_upload", "relay", "depot_outbox_relay_active"),
-        ("depot_indexer", "consume", "depot_consumer_events_total"),
+    dependencies = {"postgres": True, "s3": True, "kafka": True}
+    for module, command, metric, ready in (
+        ("depot_upload", "relay", "depot_outbox_relay_active", dependencies),
+        ("depot_indexer", "consume", "depot_consumer_events_total", {**dependencies, "worker": True}),
     ):
         port = servers.free_port()
         env = {**os.environ, **stack_env, "DEPOT_OPS_PORT": str(port), "DEPOT_CONSUMER_GROUP": f"ops-{port}"}
@@ -289,7 +290,11 @@ async def test_workers_serve_health_readiness_and_metrics(
                             break
                     except httpx.TransportError:
                         await asyncio.sleep(0.1)
-                assert (await http.get("/readyz")).json()["checks"] == {"postgres": True, "s3": True, "kafka": True}
+                for _ in range(300):  # a consumer is ready once it joined its group
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
+                assert (await http.get("/readyz")).json()["checks"] == ready
                 for _ in range(100):
                     if metric in (await http.get("/metrics")).text:
                         break

@@ -14,7 +14,7 @@ import pytest
 from depot_common.auth import JwksKeys, TokenVerifier, mint_token
 from depot_common.errors import Unauthorized, Unavailable
 from depot_devstack import servers
-from depot_reconciler.server import build_app as build_reconciler_app
+from depot_reconciler.bootstrap import build_app as build_reconciler_app
 from depot_reconciler.settings import ReconcilerSettings
 from depot_upload.bootstrap import build_app
 from depot_upload.settings import UploadSettings

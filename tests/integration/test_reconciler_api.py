@@ -14,9 +14,9 @@ import pytest
 
 from depot_common.db import create_pool
 from depot_common.s3 import s3_client
+from depot_reconciler.bootstrap import build_app
 from depot_reconciler.plan import RUN_LOCK
 from depot_reconciler.runner import Reconciler
-from depot_reconciler.server import build_app
 from depot_reconciler.settings import ReconcilerSettings
 from depot_upload.settings import UploadSettings
 from tests.conftest import serve

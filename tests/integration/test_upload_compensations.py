@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from depot_common.events import CloudEvent, MissingBlob, OrphanObject, RawCloudEvent, StaleUpload
 from depot_common.lifecycle import background_task
 from depot_reconciler import cli
-from depot_reconciler.relay import run_relay
+from depot_reconciler.bootstrap import run_relay
 from depot_reconciler.settings import ReconcilerSettings
 from depot_upload.bootstrap import compensation_consumer
 from depot_upload.compensations.service import Compensations

@@ -9,20 +9,13 @@ from typing import TypeVar
 
 import pytest
 
-from depot_reconciler.checks import DocumentInfo as Doc
-from depot_reconciler.checks import (
-    GhostCandidate,
-    Limits,
-    ObjectInfo,
-    ScanOrderError,
-    UnindexedCandidate,
-    UnpublishedEvent,
-    classify_ghost,
-    classify_outbox,
-    classify_pair,
-    classify_unindexed,
-    merge_by_key,
-)
+from depot_reconciler.checks import REGISTRY, ghost_index_entry, stuck_outbox, unindexed
+from depot_reconciler.checks.base import Finding, Limits
+from depot_reconciler.checks.ghost_index_entry import GhostCandidate
+from depot_reconciler.checks.streams import OBJECTS_AND_DOCUMENTS, ObjectInfo, ScanOrderError, merge_by_key
+from depot_reconciler.checks.streams import DocumentInfo as Doc
+from depot_reconciler.checks.stuck_outbox import UnpublishedEvent
+from depot_reconciler.checks.unindexed import UnindexedCandidate
 
 T = TypeVar("T")
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -47,6 +40,12 @@ def obj(key: str, size: int = 10, at: datetime = OLD) -> ObjectInfo:
 
 def doc(key: str, status: str = "stored", size: int | None = 10, at: datetime = OLD) -> Doc:
     return Doc(uuid.uuid4(), key, status, size, 1, created_at=at, updated_at=at)
+
+
+def classify_pair(obj_: ObjectInfo | None, doc_: Doc | None, limits: Limits) -> list[Finding]:
+    """The findings of every check of the merged S3 listing and documents for one key."""
+    found = (check.classify((obj_, doc_), limits) for check in REGISTRY if check.source is OBJECTS_AND_DOCUMENTS)
+    return [finding for finding in found if finding is not None]
 
 
 def checks_of(obj_: ObjectInfo | None, doc_: Doc | None) -> list[str]:
@@ -139,8 +138,8 @@ def test_an_unindexed_document_waits_for_the_index_lag() -> None:
     """A stored document missing from the index is a finding only once the lag allowance passed."""
     recent = UnindexedCandidate(uuid.uuid4(), 2, NOW - timedelta(seconds=59), None, None)
     late = UnindexedCandidate(uuid.uuid4(), 2, NOW - timedelta(seconds=60), "indexed", 1)
-    assert classify_unindexed(recent, LIMITS) is None
-    finding = classify_unindexed(late, LIMITS)
+    assert unindexed.classify(recent, LIMITS) is None
+    finding = unindexed.classify(late, LIMITS)
     assert finding is not None
     assert (finding.check, finding.details["entry_version"]) == ("unindexed", 1)
 
@@ -150,8 +149,8 @@ def test_a_ghost_entry_waits_for_the_index_lag_after_the_document_changed() -> N
     document_id = uuid.uuid4()
     recent = GhostCandidate(document_id, 1, OLD, "deleted", NOW - timedelta(seconds=10))
     late = GhostCandidate(document_id, 1, OLD, None, None)
-    assert classify_ghost(recent, LIMITS) is None
-    finding = classify_ghost(late, LIMITS)
+    assert ghost_index_entry.classify(recent, LIMITS) is None
+    finding = ghost_index_entry.classify(late, LIMITS)
     assert finding is not None
     assert (finding.check, finding.subject) == ("ghost_index_entry", str(document_id))
 
@@ -160,7 +159,7 @@ def test_an_event_unpublished_past_the_allowance_is_stuck() -> None:
     """An outbox event unpublished longer than the allowance is a stuck_outbox finding."""
     recent = UnpublishedEvent(uuid.uuid4(), "t", "k", NOW - timedelta(seconds=299))
     late = UnpublishedEvent(uuid.uuid4(), "t", "k", NOW - timedelta(seconds=301))
-    assert classify_outbox(recent, LIMITS) is None
-    finding = classify_outbox(late, LIMITS)
+    assert stuck_outbox.classify(recent, LIMITS) is None
+    finding = stuck_outbox.classify(late, LIMITS)
     assert finding is not None
     assert (finding.check, finding.details["age_seconds"]) == ("stuck_outbox", 301)

@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from depot_common.auth import mint_token
-from depot_common.dlq import REDRIVE_BATCH, DeadLetterQueue, DlqError, NotFound, full, line, redrive_group
+from depot_common.dlq import REDRIVE_BATCH, DeadLetterQueue, DlqError, MessageNotFound, full, line, redrive_group
 from depot_common.kafka import make_producer
 
 _SAFE_REPLAY = (
@@ -90,7 +90,7 @@ def _dlq(args: argparse.Namespace) -> int:
     try:
         with _quiet("aiokafka"):  # its errors reach the operator as ours, once
             return asyncio.run(command(args, servers))
-    except NotFound as error:
+    except MessageNotFound as error:
         sys.stderr.write(f"{name}: {error}\n")
         return 1
     except DlqError as error:

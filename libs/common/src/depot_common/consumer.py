@@ -1,12 +1,26 @@
-"""Idempotent Kafka consumers: inbox dedup, bounded retries, dead-letter topic.
+"""Idempotent Kafka consumers: inbox dedup, bounded retries, dead-letter topic, outages waited out.
 
-:class:`EventConsumer` reads a batch, handles each message in a PostgreSQL transaction
-that also records the event id in ``<schema>.processed_events`` (a duplicate is a no-op),
-and commits ``offset + 1`` only after that transaction committed. Transient failures are
-retried with exponential backoff and jitter, a bounded number of times; permanent
-failures (not JSON, unknown type, schema violation, a non-retriable ``DepotError``) and
-exhausted retries go to ``<topic>.<group>.dlq`` with the error in headers, and the
-consumer commits and moves on: it never crash-loops on one message.
+:class:`EventConsumer` keeps polling the broker and hands each partition's records to a
+worker of that partition (paused at the broker while its records are in hand, so one
+document's events stay in order while one slow partition never holds up the others).
+Each message is handled in a PostgreSQL transaction that also records the event id in
+``<schema>.processed_events`` (a duplicate is a no-op), and ``offset + 1`` is committed
+only after that transaction committed.
+
+Two kinds of failure, told apart by :func:`depot_common.outages.dependency_unavailable`:
+
+- a *dependency outage* (PostgreSQL, S3 or the broker down): the partition stays paused and
+  the message is tried again with capped, jittered backoff for as long as the outage lasts,
+  spending none of its retries; :meth:`EventConsumer.waiting_for` names the dependency
+  (``/readyz`` is false meanwhile) and ``depot_consumer_paused_partitions`` counts them;
+- a *fault of the message* (not JSON, unknown type, schema violation, a non-retriable
+  ``DepotError``, or still failing after ``max_attempts``): it goes to
+  ``<topic>.<group>.dlq`` with the error in headers, and the consumer commits and moves on:
+  it never crash-loops on one message.
+
+A rebalance may take a partition away at any await: every per-partition call checks the
+assignment first, and a worker whose partition was revoked stops; the new owner re-reads
+from the last commit and the inbox turns the repeats into no-ops.
 
 The inbox table each consumer creates in its own schema is :func:`inbox_ddl`.
 """
@@ -22,14 +36,15 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
 from depot_common.db import Connection, identifier
-from depot_common.errors import DepotError
+from depot_common.errors import Dependency, DependencyUnavailable, DepotError
 from depot_common.events.envelope import CloudEvent, RawCloudEvent
 from depot_common.kafka import ensure_topics, make_consumer, make_producer
+from depot_common.outages import dependency_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +52,12 @@ Handler = Callable[[Connection, CloudEvent[Any]], Awaitable[None]]
 
 HANDLED = Counter("depot_consumer_events_total", "Events consumed, by outcome", ["group", "outcome"])
 LAG = Gauge("depot_consumer_lag", "Messages behind the end of the partition", ["group", "topic", "partition"])
+PAUSED = Gauge(
+    "depot_consumer_paused_partitions",
+    "Partitions paused while a dependency is unavailable",
+    ["group", "dependency"],
+)
+DEPENDENCIES: tuple[Dependency, ...] = ("postgresql", "s3", "kafka")
 
 
 class PermanentError(Exception):
@@ -71,6 +92,7 @@ class EventConsumer:
         max_attempts: int = 5,
         backoff_base: float = 0.2,
         backoff_max: float = 10.0,
+        outage_backoff_max: float = 5.0,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -82,44 +104,134 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
+        self._outage_backoff_max = outage_backoff_max
         self._stopping = asyncio.Event()
+        self._workers: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._waiting: dict[TopicPartition, Dependency] = {}  # partitions paused by an outage
+        self._outage_waits: dict[TopicPartition, int] = {}
+        self._broker_outage = False  # the fetch itself is failing
+        self.running = False
 
     def stop(self) -> None:
         """Finish the message in hand, commit, and return from :meth:`run`."""
         self._stopping.set()
 
-    async def run(self) -> None:
-        """Fetch, then work the partitions of each batch concurrently: a partition's records (one
-        document's events) stay in order, while one slow record never holds up the others."""
-        while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=500)
-            await asyncio.gather(*(self._run_partition(partition, records) for partition, records in batch.items()))
+    def waiting_for(self) -> frozenset[Dependency]:
+        """The dependencies this consumer is waiting out (empty when it is working normally)."""
+        return frozenset(self._waiting.values()) | (frozenset({"kafka"}) if self._broker_outage else frozenset())
 
-    async def _run_partition(self, partition: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def run(self) -> None:
+        """Poll the broker and hand each partition's records to its worker, until :meth:`stop`."""
+        fetch: asyncio.Task[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
+        self.running = True
+        try:
+            while not self._stopping.is_set():
+                if fetch is None:
+                    fetch = asyncio.ensure_future(self._consumer.getmany(timeout_ms=500))
+                await asyncio.wait({fetch, *self._workers.values()}, return_when=asyncio.FIRST_COMPLETED)
+                self._reap()
+                if fetch.done():
+                    done, fetch = fetch, None
+                    batch = await self._fetched(done)
+                    for partition, records in batch.items():
+                        self._start_worker(partition, records)
+        finally:
+            self.running = False
+            if fetch is not None:
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                    await fetch
+            self._stopping.set()  # workers finish the record in hand, commit, and return
+            await asyncio.gather(*self._workers.values(), return_exceptions=True)
+            self._reap()
+
+    async def _fetched(
+        self, fetch: asyncio.Task[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The fetched batch; a broker outage is waited out (nothing is lost: positions did not move)."""
+        try:
+            batch = fetch.result()
+        except Exception as error:
+            outage = dependency_unavailable(error)
+            if outage is None:
+                raise
+            self._broker_outage = True
+            log.warning("consumer.fetch_failed", dependency=outage.dependency, error=repr(error))
+            await self._sleep(self._outage_delay(1))
+            return {}
+        if self._broker_outage:
+            self._broker_outage = False
+            log.info("consumer.dependency_recovered", dependency="kafka")
+        return batch
+
+    def _start_worker(self, partition: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Pause ``partition`` while its records are in hand; a worker still busy with it (the partition was
+        taken away and given back meanwhile) finishes first, so its records stay in order."""
+        self._pause(partition)
+        previous = self._workers.get(partition)
+        self._workers[partition] = asyncio.ensure_future(self._run_partition(partition, records, after=previous))
+
+    def _reap(self) -> None:
+        """Forget finished workers and resume their partitions; a worker's unexpected error stops the consumer."""
+        for partition, task in list(self._workers.items()):
+            if not task.done():
+                continue
+            del self._workers[partition]
+            self._resume(partition)
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _run_partition(
+        self,
+        partition: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+        *,
+        after: asyncio.Task[None] | None = None,
+    ) -> None:
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
         done: ConsumerRecord[bytes, bytes] | None = None
         for record in records:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._assigned(partition):
                 break
-            await self.process(record)
+            if not await self.process(record):
+                break
             done = record
         if done is not None:
             await self._commit(partition, done.offset + 1)
-            highwater = self._consumer.highwater(partition)
-            if highwater is not None:
-                LAG.labels(self._group, partition.topic, str(partition.partition)).set(
-                    max(0, highwater - done.offset - 1)
-                )
+            self._record_lag(partition, done.offset)
+
+    def _assigned(self, partition: TopicPartition) -> bool:
+        return partition in self._consumer.assignment()
+
+    def _pause(self, partition: TopicPartition) -> None:
+        if self._assigned(partition):
+            self._consumer.pause(partition)
+
+    def _resume(self, partition: TopicPartition) -> None:
+        if self._assigned(partition):
+            self._consumer.resume(partition)
+
+    def _record_lag(self, partition: TopicPartition, offset: int) -> None:
+        highwater = self._consumer.highwater(partition) if self._assigned(partition) else None
+        if highwater is not None:
+            LAG.labels(self._group, partition.topic, str(partition.partition)).set(max(0, highwater - offset - 1))
 
     async def _commit(self, partition: TopicPartition, offset: int) -> None:
-        """Commit after the effects committed; a rebalance that took the partition away is not an error:
-        its new owner re-reads from the last commit and the inbox turns the repeats into no-ops."""
+        """Commit after the effects committed. A rebalance that took the partition away, or a broker that is
+        down, is not an error: the next commit covers it, or the partition's next owner re-reads from the last
+        commit and the inbox turns the repeats into no-ops."""
+        if not self._assigned(partition):
+            log.info("consumer.commit_skipped", partition=str(partition), offset=offset, reason="revoked")
+            return
         try:
             await self._consumer.commit({partition: offset})
-        except (CommitFailedError, IllegalStateError) as error:
+        except KafkaError as error:
             log.warning("consumer.commit_failed", partition=str(partition), offset=offset, error=repr(error))
 
-    async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Handle one record: apply it once, or dead-letter it."""
+    async def process(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Handle one record: apply it once, or dead-letter it. False when it was left unsettled (the consumer
+        is stopping, or the partition was taken away, while a dependency was down)."""
         headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
         with structlog.contextvars.bound_contextvars(
             topic=record.topic,
@@ -130,13 +242,12 @@ class EventConsumer:
             try:
                 event, handler = self._decode(record)
             except PermanentError as error:
-                await self._dead_letter(record, error, attempts=1)
-                return
+                return await self._dead_letter(record, error, attempts=1)
             if handler is None:
                 HANDLED.labels(self._group, "ignored").inc()
-                return
+                return True
             with structlog.contextvars.bound_contextvars(event_id=str(event.id), event_type=event.type):
-                await self._apply_with_retries(record, event, handler)
+                return await self._apply_with_retries(record, event, handler)
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> tuple[CloudEvent[Any], Handler | None]:
         if record.value is None:
@@ -158,23 +269,74 @@ class EventConsumer:
 
     async def _apply_with_retries(
         self, record: ConsumerRecord[bytes, bytes], event: CloudEvent[Any], handler: Handler
-    ) -> None:
-        for attempt in range(1, self._max_attempts + 1):
+    ) -> bool:
+        partition = TopicPartition(record.topic, record.partition)
+        attempt = 0
+        while True:
             try:
                 applied = await self._apply(event, handler)
             except Exception as error:
+                outage = dependency_unavailable(error)
+                if outage is not None:  # not the message's fault: its retries are not spent
+                    if not await self._wait_out(partition, outage, error):
+                        return False
+                    continue
+                attempt += 1
                 retriable = not isinstance(error, DepotError) or error.retriable
-                if not retriable or attempt == self._max_attempts:
-                    await self._dead_letter(record, error, attempts=attempt)
-                    return
+                if not retriable or attempt >= self._max_attempts:
+                    return await self._dead_letter(record, error, attempts=attempt)
                 delay = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
                 log.warning("consumer.retry", attempt=attempt, delay_s=round(delay, 3), error=repr(error))
                 await asyncio.sleep(delay)
             else:
+                self._recovered(partition)
                 HANDLED.labels(self._group, "applied" if applied else "duplicate").inc()
                 log.info("consumer.applied" if applied else "consumer.duplicate")
-                return
+                return True
+
+    async def _wait_out(self, partition: TopicPartition, outage: DependencyUnavailable, error: Exception) -> bool:
+        """Keep ``partition`` paused and wait before the next try; False when the consumer is stopping or the
+        partition was taken away meanwhile (the record stays uncommitted for whoever owns it next)."""
+        waits = self._outage_waits.get(partition, 0) + 1
+        self._outage_waits[partition] = waits
+        if self._waiting.get(partition) != outage.dependency:
+            self._waiting[partition] = outage.dependency
+            self._count_paused()
+        delay = self._outage_delay(waits)
+        log.warning(
+            "consumer.dependency_unavailable",
+            dependency=outage.dependency,
+            waits=waits,
+            delay_s=round(delay, 3),
+            error=repr(error),
+        )
+        await self._sleep(delay)
+        if self._stopping.is_set() or not self._assigned(partition):
+            self._recovered(partition, log_it=False)
+            return False
+        return True
+
+    def _recovered(self, partition: TopicPartition, *, log_it: bool = True) -> None:
+        waits = self._outage_waits.pop(partition, 0)
+        dependency = self._waiting.pop(partition, None)
+        if dependency is not None:
+            self._count_paused()
+            if log_it:
+                log.info("consumer.dependency_recovered", dependency=dependency, waits=waits)
+
+    def _count_paused(self) -> None:
+        for dependency in DEPENDENCIES:
+            PAUSED.labels(self._group, dependency).set(sum(1 for d in self._waiting.values() if d == dependency))
+
+    def _outage_delay(self, waits: int) -> float:
+        delay: float = min(self._outage_backoff_max, self._backoff_base * 2 ** (waits - 1))
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or less when the consumer is asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _apply(self, event: CloudEvent[Any], handler: Handler) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -188,8 +350,10 @@ class EventConsumer:
             await handler(conn, event)
             return True
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: Exception, *, attempts: int) -> None:
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: Exception, *, attempts: int) -> bool:
+        """Publish ``record`` to its DLQ (waiting out a broker outage); False if left unsettled."""
         topic = dlq_topic(record.topic, self._group)
+        partition = TopicPartition(record.topic, record.partition)
         headers = [
             *(record.headers or ()),
             ("x-error", repr(error)[:4000].encode()),
@@ -198,9 +362,21 @@ class EventConsumer:
             ("x-original-offset", str(record.offset).encode()),
             ("x-attempts", str(attempts).encode()),
         ]
-        await self._producer.send_and_wait(topic, value=record.value, key=record.key, headers=headers)
+        while True:
+            try:
+                await self._producer.send_and_wait(topic, value=record.value, key=record.key, headers=headers)
+            except Exception as send_error:
+                outage = dependency_unavailable(send_error)
+                if outage is None:
+                    raise
+                if not await self._wait_out(partition, outage, send_error):
+                    return False
+            else:
+                break
+        self._recovered(partition)
         HANDLED.labels(self._group, "dead_lettered").inc()
         log.error("consumer.dead_lettered", dlq=topic, attempts=attempts, error=repr(error))
+        return True
 
 
 @contextlib.asynccontextmanager
@@ -214,21 +390,29 @@ async def running_consumer(
     schema: str,
     handlers: Mapping[str, tuple[type[BaseModel], Handler]],
     ignored_types: frozenset[str] = frozenset(),
+    replica_id: str = "",
 ) -> AsyncIterator[EventConsumer]:
     """An :class:`EventConsumer` of ``topics`` (name → partitions when created) for ``group``, its
-    topics and dead-letter topics ensured, its Kafka clients started; everything stopped on exit."""
+    topics and dead-letter topics ensured, its Kafka clients started; everything stopped on exit.
+
+    A ``replica_id`` makes the consumer a static member of its group (KIP-345, ``group.instance.id``):
+    restarted within the session timeout, it gets its partitions back without a rebalance on brokers
+    that support it; a broker without JoinGroup v5 gets the older request without the id (aiokafka),
+    i.e. ordinary dynamic membership."""
     await ensure_topics(bootstrap, {**topics, **{dlq_topic(topic, group): 1 for topic in topics}})
     producer = make_producer(bootstrap)
     consumer = make_consumer(
         bootstrap,
         *topics,
         group_id=group,
+        group_instance_id=replica_id or None,
         session_timeout_ms=session_timeout * 1000,
         heartbeat_interval_ms=session_timeout * 1000 // 5,
     )
     await producer.start()
     try:
         await consumer.start()
+        log.info("consumer.joined", group=group, static_member=replica_id or None)
         try:
             yield EventConsumer(
                 consumer=consumer,

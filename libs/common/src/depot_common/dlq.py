@@ -33,6 +33,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from depot_common.consumer import dlq_topic
+from depot_common.errors import DepotError, NotFound
 from depot_common.kafka import end_offsets, make_consumer
 
 #: Headers :class:`~depot_common.consumer.EventConsumer` adds when it dead-letters a message.
@@ -43,12 +44,16 @@ REDRIVEN_FROM = "x-redriven-from"
 REDRIVE_BATCH = 100
 
 
-class DlqError(Exception):
-    """An operator-facing failure: bad input, missing topic, broker trouble (exit 2)."""
+class DlqError(DepotError):
+    """An operator-facing failure of a ``depot dlq`` command: bad input, missing topic, broker trouble (exit 2)."""
+
+    code = "dlq_error"
 
 
-class NotFound(DlqError):
-    """The DLQ has no message at the requested partition and offset (exit 1)."""
+class MessageNotFound(DlqError, NotFound):
+    """The DLQ has no message at the requested partition and offset (404; ``depot dlq`` exits 1)."""
+
+    code = "dlq_message_not_found"
 
 
 def redrive_group(group: str) -> str:
@@ -205,9 +210,9 @@ class DeadLetterQueue:
             raise DlqError(f"topic {self.topic} has no partition {partition} (partitions: {self.partitions})")
         return tp
 
-    def _not_found(self, partition: int, offset: int, first: int, end: int) -> NotFound:
+    def _not_found(self, partition: int, offset: int, first: int, end: int) -> MessageNotFound:
         holds = f"offsets {first}..{end - 1}" if end > first else "it is empty"
-        return NotFound(f"no message at offset {offset} of {self.topic} partition {partition} ({holds})")
+        return MessageNotFound(f"no message at offset {offset} of {self.topic} partition {partition} ({holds})")
 
     async def watermark(self, partition: int) -> int:
         """The first offset of ``partition`` not redriven yet."""
@@ -238,7 +243,7 @@ class DeadLetterQueue:
                     yield DeadLetter.of(record, redriven=record.offset < mark)
 
     async def get(self, partition: int, offset: int) -> DeadLetter:
-        """The message at ``partition``/``offset``; :class:`NotFound` when there is none."""
+        """The message at ``partition``/``offset``; :class:`MessageNotFound` when there is none."""
         first, end = await self.bounds(partition)
         if not first <= offset < end:
             raise self._not_found(partition, offset, first, end)
@@ -246,7 +251,7 @@ class DeadLetterQueue:
         async with contextlib.aclosing(self._read(partition, offset, offset + 1)) as records:
             async for record in records:
                 return DeadLetter.of(record, redriven=record.offset < mark)
-        raise NotFound(f"no message at offset {offset} of {self.topic} partition {partition}")
+        raise MessageNotFound(f"no message at offset {offset} of {self.topic} partition {partition}")
 
     async def redrive(
         self,
@@ -259,7 +264,7 @@ class DeadLetterQueue:
         """Re-publish pending messages (of ``partition``, up to offset ``through``), committing progress.
 
         ``through`` needs ``partition``; an offset already redriven redrives nothing, one past
-        the end raises :class:`NotFound` before anything is sent.
+        the end raises :class:`MessageNotFound` before anything is sent.
         """
         if through is not None and partition is None:
             raise DlqError("an offset needs a partition")

@@ -2,26 +2,47 @@
 
 Each error carries the HTTP status it renders as, a stable machine-readable ``code``
 and whether retrying the same operation may succeed (``retriable``), so HTTP handlers
-and Kafka consumers make the same decision from the same class::
+and Kafka consumers make the same decision from the same class. The one handler in
+:mod:`depot_common.web` renders every one of them as SPEC §4's JSON body; nothing maps
+errors to HTTP by hand. The tree, with the modules that define the service-specific
+errors (``status, code``; retriable marked)::
 
-    DepotError
-    ├── BadRequest (400)
-    │   └── InvalidFilename (400, invalid_filename)
-    ├── Unauthorized (401)
-    ├── Forbidden (403)
-    ├── NotFound (404)
-    ├── Conflict (409)
-    │   └── Duplicate (409, duplicate)
-    ├── Gone (410)
-    ├── PayloadTooLarge (413)
-    ├── Unprocessable (422)
-    ├── ConfigurationError (500, never retriable)
-    └── Unavailable (503, retriable) — a dependency (PostgreSQL, S3, Kafka) failed
+    DepotError (500, internal_error)
+    ├── BadRequest (400, bad_request)
+    │   ├── InvalidFilename (400, invalid_filename)
+    │   └── depot_common.cursor.InvalidCursor (400, invalid_cursor)
+    ├── Unauthorized (401, unauthorized)
+    ├── Forbidden (403, forbidden)
+    ├── NotFound (404, not_found)
+    │   ├── depot_reconciler.apply.RunNotFound (404, not_found)
+    │   └── depot_common.dlq.MessageNotFound (404, dlq_message_not_found) — also a DlqError
+    ├── Conflict (409, conflict)
+    │   ├── Duplicate (409, duplicate)
+    │   ├── depot_upload.documents.ports.IdempotencyKeyTaken (409, idempotency_key_taken, retriable)
+    │   ├── depot_reconciler.plan.RunInProgress (409, run_in_progress, retriable)
+    │   ├── depot_reconciler.apply.RunNotPlanned (409, not_planned | already_applied)
+    │   └── depot_reconciler.apply.SafetyStop (409, safety_stop)
+    ├── Gone (410, gone)
+    ├── PayloadTooLarge (413, payload_too_large)
+    ├── Unprocessable (422, unprocessable)
+    │   └── depot_reconciler.checks.UnknownCheck (422, unknown_check)
+    ├── ConfigurationError (500, configuration_error)
+    ├── depot_upload.documents.service.ContentMismatch (500, content_mismatch) — a download's bytes differ
+    ├── depot_common.dlq.DlqError (500, dlq_error) — a ``depot dlq`` command failed (exit 2)
+    │   └── MessageNotFound (above; exit 1)
+    └── Unavailable (503, unavailable, retriable) — a dependency (PostgreSQL, S3, Kafka) failed
+        └── DependencyUnavailable (503, dependency_unavailable) — it is down: wait it out
+
+``depot_common.outages.dependency_unavailable`` maps the drivers' own exceptions (asyncpg,
+botocore, aiokafka, OSError) to :class:`DependencyUnavailable`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+#: What a :class:`DependencyUnavailable` names.
+Dependency = Literal["postgresql", "s3", "kafka"]
 
 
 class DepotError(Exception):
@@ -100,3 +121,15 @@ class Unavailable(DepotError):
     status = 503
     code = "unavailable"
     retriable = True
+
+
+class DependencyUnavailable(Unavailable):
+    """A dependency is down or unreachable (SPEC §4): answer 503 with ``Retry-After``; a consumer pauses and
+    waits it out without spending the message's retries (SPEC §5)."""
+
+    code = "dependency_unavailable"
+
+    def __init__(self, dependency: Dependency, message: str | None = None, *, retry_after: int = 5) -> None:
+        super().__init__(message or f"{dependency} is unavailable; retry later", dependency=dependency)
+        self.dependency = dependency
+        self.headers["Retry-After"] = str(retry_after)

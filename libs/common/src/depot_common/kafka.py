@@ -11,6 +11,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -83,14 +85,15 @@ async def end_offsets(
     return ends
 
 
-async def reachable(bootstrap: list[str], connect_timeout: float = 2.0) -> bool:
-    """Whether any bootstrap server accepts a TCP connection."""
-    for server in bootstrap:
-        host, _, port = server.rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), connect_timeout)
-        except (OSError, TimeoutError):
-            continue
-        writer.close()
-        return True
-    return False
+async def answers(bootstrap: list[str], within: float = 2.0) -> bool:
+    """Whether a bootstrap server answers a protocol request (Metadata) within ``within`` seconds: a broker
+    that accepts connections but is stopped or hung is not reachable."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(within * 1000))
+    try:
+        async with asyncio.timeout(within):
+            await client.bootstrap()
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await client.close()
+    return True

@@ -2,7 +2,10 @@
 
 A worker has no API of its own, but operators still need to probe it and scrape its
 metrics (relay backlog, consumer lag). ``DEPOT_OPS_PORT`` (0 = off) serves the same three
-routes every HTTP service has, from the worker's own event loop.
+routes every HTTP service has, from the worker's own event loop. The server starts first,
+needing no dependency to be up (a worker started during an outage is alive and observable,
+just not ready); if it cannot start (port taken) the process exits non-zero at once, so its
+supervisor restarts it instead of leaving it running unobservable.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+import structlog
 import uvicorn
 from fastapi import FastAPI
 
 from depot_common.db import create_pool
-from depot_common.health import dependency_checks
+from depot_common.health import WorkerReadiness, dependency_checks
 from depot_common.s3 import s3_client
 from depot_common.settings import DepotSettings
 from depot_common.web import create_app
+
+log = structlog.get_logger(__name__)
 
 
 class _WorkerServer(uvicorn.Server):
@@ -30,12 +36,12 @@ class _WorkerServer(uvicorn.Server):
         yield
 
 
-def ops_app(settings: DepotSettings, *, title: str) -> FastAPI:
-    """An app with only the health, readiness and metrics routes."""
+def ops_app(settings: DepotSettings, *, title: str, worker: WorkerReadiness | None = None) -> FastAPI:
+    """An app with only the health, readiness and metrics routes (and ``worker``'s own readiness)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
-        pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+        pool = await create_pool(settings.database_url, min_size=0, max_size=1)  # connects on the first check
         try:
             async with s3_client(settings) as s3:
                 app.state.pool, app.state.s3 = pool, s3
@@ -47,22 +53,32 @@ def ops_app(settings: DepotSettings, *, title: str) -> FastAPI:
         title=title,
         description="Health, readiness and metrics of a worker process.",
         lifespan=lifespan,
-        readiness=dependency_checks(settings),
+        readiness=dependency_checks(settings, worker),
         allowed_origins=[],
     )
 
 
 @contextlib.asynccontextmanager
-async def ops_endpoints(settings: DepotSettings, *, port: int, host: str, title: str) -> AsyncIterator[None]:
-    """Serve the ops routes on ``host:port`` for the block (nothing when ``port`` is 0)."""
+async def ops_endpoints(
+    settings: DepotSettings, *, port: int, host: str, title: str, worker: bool = False
+) -> AsyncIterator[WorkerReadiness]:
+    """Serve the ops routes on ``host:port`` for the block (nothing when ``port`` is 0). With ``worker``,
+    ``/readyz`` also waits for the worker the block attaches to the yielded :class:`WorkerReadiness`."""
+    readiness = WorkerReadiness()
     if not port:
-        yield
+        yield readiness
         return
-    config = uvicorn.Config(ops_app(settings, title=title), host=host, port=port, log_config=None, access_log=False)
+    app = ops_app(settings, title=title, worker=readiness if worker else None)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     server = _WorkerServer(config)
     task = asyncio.ensure_future(server.serve())
     try:
-        yield
+        while not server.started:
+            if task.done():
+                log.error("ops.start_failed", host=host, port=port)
+                raise SystemExit(1)
+            await asyncio.sleep(0.01)
+        yield readiness
     finally:
         server.should_exit = True  # a graceful stop: uvicorn closes its lifespan itself
         try:

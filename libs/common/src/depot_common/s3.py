@@ -30,6 +30,8 @@ async def s3_client(settings: DepotSettings) -> AsyncIterator[Any]:
         ),
         config=AioConfig(
             retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=settings.s3_timeout,
+            read_timeout=settings.s3_timeout,
             max_pool_connections=64,
             s3={"addressing_style": "path"},
             signature_version="s3v4",

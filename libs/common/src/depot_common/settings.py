@@ -47,6 +47,12 @@ class DepotSettings(BaseSettings):
     relay_poll_interval: int = Field(default=1, gt=0, description="seconds between outbox polls")
     outbox_retention: int = Field(default=3600, ge=0, description="seconds published events are kept")
     ops_port: int = Field(default=0, ge=0, lt=65536, description="worker processes: /healthz, /readyz, /metrics")
+    replica_id: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]{0,200}$",
+        description="a stable name of this replica (the pod name): static Kafka consumer-group membership",
+    )
+    s3_timeout: int = Field(default=10, gt=0, description="seconds to connect to S3, and to wait for its answer")
 
     @field_validator("database_url")
     @classmethod

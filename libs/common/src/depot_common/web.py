@@ -8,6 +8,7 @@ and ``AdminPrincipal`` are the bearer-token dependencies.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -26,7 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from depot_common.auth import Principal, TokenVerifier
-from depot_common.errors import DepotError, Forbidden, Unauthorized
+from depot_common.errors import DependencyUnavailable, DepotError, Forbidden, Unauthorized
+from depot_common.outages import DRIVER_ERRORS, dependency_unavailable
 from depot_common.tracing import child_traceparent, current_traceparent
 
 log = structlog.get_logger(__name__)
@@ -98,8 +100,25 @@ def error_response(error: DepotError, request: Request) -> JSONResponse:
 async def _depot_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, DepotError)
     if error.status >= 500:
+        outage = dependency_unavailable(error)  # an adapter's Unavailable may wrap a dependency that is down
+        if outage is not None:
+            return _outage_response(outage, request)
         log.error("http.error", code=error.code, error=error.message)
     return error_response(error, request)
+
+
+async def _driver_error(request: Request, error: Exception) -> JSONResponse:
+    """A driver's exception: 503 ``dependency_unavailable`` when its dependency is down, a bug (500) otherwise."""
+    outage = dependency_unavailable(error)
+    if outage is None:
+        return await _unexpected_error(request, error)
+    return _outage_response(outage, request)
+
+
+def _outage_response(outage: DependencyUnavailable, request: Request) -> JSONResponse:
+    cause = outage.__cause__ or outage
+    log.warning("http.dependency_unavailable", dependency=outage.dependency, error=repr(cause))
+    return error_response(outage, request)
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
@@ -142,6 +161,8 @@ def create_app(
     app.add_exception_handler(DepotError, _depot_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for driver_error in DRIVER_ERRORS:
+        app.add_exception_handler(driver_error, _driver_error)
     app.add_exception_handler(Exception, _unexpected_error)
     if allowed_origins:
         app.add_middleware(
@@ -159,13 +180,16 @@ def create_app(
 
     @app.get("/readyz", tags=["ops"], summary="Every dependency is reachable.")
     async def readyz(request: Request) -> JSONResponse:
-        results: dict[str, bool] = {}
-        for name, check in readiness(request).items():
+        async def run(name: str, check: ReadinessCheck) -> bool:
             try:
-                results[name] = await check()
+                return await check()
             except Exception as error:  # a failing dependency is a "not ready", not a 500
                 log.warning("readyz.check_failed", dependency=name, error=repr(error))
-                results[name] = False
+                return False
+
+        checks = readiness(request)
+        outcomes = await asyncio.gather(*(run(name, check) for name, check in checks.items()))
+        results = dict(zip(checks, outcomes, strict=True))
         ready = all(results.values())
         return JSONResponse(
             {"status": "ready" if ready else "unavailable", "checks": results},

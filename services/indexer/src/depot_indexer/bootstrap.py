@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from depot_common.consumer import EventConsumer, running_consumer
 from depot_common.db import Migrations, create_pool, migrate
-from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, INDEX_TOPIC
+from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, INDEX_TOPIC, Service, ignored_by
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import run_until_signalled
 from depot_common.ops import ops_endpoints
@@ -24,16 +24,18 @@ from depot_common.web import create_app
 from depot_indexer.api import router
 from depot_indexer.blobstore import S3BlobReader
 from depot_indexer.documents_source import UploadDocumentsView
-from depot_indexer.handlers import HANDLED_TYPES, NOT_OURS, build_handlers
+from depot_indexer.handlers import build_handlers
 from depot_indexer.repository import SCHEMA
 from depot_indexer.settings import IndexerSettings
 
-__all__ = ["HANDLED_TYPES", "MIGRATIONS", "build_app", "indexer_consumer", "run_consumer", "run_relay"]
+__all__ = ["CONSUMED_TOPICS", "MIGRATIONS", "build_app", "indexer_consumer", "run_consumer", "run_relay"]
 
 log = structlog.get_logger(__name__)
 
 #: Schema ``search``: the package's SQL files, and the outbox table ``depot_common.outbox`` defines.
 MIGRATIONS = Migrations(files("depot_indexer") / "migrations", {"0002_outbox.sql": outbox_ddl(SCHEMA)})
+#: The topics the indexer's consumer reads; it executes its types of them and skips the rest.
+CONSUMED_TOPICS = (DOCUMENTS_TOPIC, COMPENSATIONS_TOPIC)
 
 
 def build_app(settings: IndexerSettings) -> FastAPI:
@@ -71,16 +73,14 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
             )
             async with running_consumer(
                 bootstrap=settings.kafka_servers,
-                topics={
-                    DOCUMENTS_TOPIC: settings.documents_partitions,
-                    COMPENSATIONS_TOPIC: settings.documents_partitions,
-                },
+                topics=dict.fromkeys(CONSUMED_TOPICS, settings.documents_partitions),
                 group=settings.consumer_group,
                 session_timeout=settings.consumer_session_timeout,
                 pool=pool,
                 schema=SCHEMA,
                 handlers=handlers,
-                ignored_types=NOT_OURS,
+                ignored_types=ignored_by(Service.INDEXER, CONSUMED_TOPICS),
+                replica_id=settings.replica_id,
             ) as events:
                 yield events
     finally:
@@ -89,8 +89,11 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
 
 async def run_consumer(settings: IndexerSettings) -> None:
     """Index ``depot.documents.v1`` until SIGINT/SIGTERM (graceful: finish, commit, exit)."""
-    ops = ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title="Depot indexer consumer")
-    async with indexer_consumer(settings) as events, ops:
+    ops = ops_endpoints(
+        settings, port=settings.ops_port, host=settings.http_host, title="Depot indexer consumer", worker=True
+    )
+    async with ops as readiness, indexer_consumer(settings) as events:
+        readiness.attach(events)
         log.info("indexer_consumer.started", group=settings.consumer_group)
         await run_until_signalled(events.run(), on_signal=events.stop)
 

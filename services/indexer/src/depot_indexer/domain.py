@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from depot_common.errors import BadRequest
+from depot_common.cursor import CursorCodec, uuid_field
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -37,23 +35,23 @@ class Cursor:
     document_id: uuid.UUID
 
     def encode(self) -> str:
-        raw = json.dumps({"s": self.score, "d": str(self.document_id)}, separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return SEARCH_CURSOR.encode(self)
 
     @classmethod
     def decode(cls, token: str) -> Cursor:
         """Parse a cursor a previous page returned; anything else is a 400 ``invalid_cursor``."""
-        try:
-            if len(token) > 512:
-                raise ValueError("cursor too long")
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            values = json.loads(raw)
-            score = values["s"]
-            if not isinstance(score, int | float) or isinstance(score, bool) or not math.isfinite(score):
-                raise ValueError("score is not a finite number")
-            return cls(score=float(score), document_id=uuid.UUID(str(values["d"])))
-        except (binascii.Error, ValueError, TypeError, KeyError):
-            raise BadRequest("the cursor is not one this API returned", code="invalid_cursor") from None
+        return SEARCH_CURSOR.decode(token)
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> Cursor:
+        score = fields["s"]
+        if not isinstance(score, int | float) or isinstance(score, bool) or not math.isfinite(score):
+            raise ValueError("score is not a finite number")
+        return cls(score=float(score), document_id=uuid_field(fields["d"]))
+
+
+#: ``next_cursor`` of a search: the ``(score, document_id)`` after the last hit of a page.
+SEARCH_CURSOR = CursorCodec[Cursor](dump=lambda at: {"s": at.score, "d": str(at.document_id)}, load=Cursor.of)
 
 
 @dataclass(frozen=True)

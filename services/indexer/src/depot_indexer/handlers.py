@@ -28,6 +28,8 @@ from depot_common.events import (
     DocumentStored,
     GhostIndexEntry,
     Reindex,
+    handler_table,
+    type_of,
 )
 from depot_common.outbox import enqueue
 from depot_indexer import repository
@@ -40,16 +42,8 @@ log = structlog.get_logger(__name__)
 #: Same shape as ``depot_common.consumer.Handler`` (not imported: it pulls in aiokafka).
 EventHandler = Callable[[Connection, CloudEvent[Any]], Awaitable[None]]
 
-STORED, DELETED, FAILED = "document.stored", "document.deleted", "document.failed"
-REINDEX, GHOST = "compensation.reindex", "compensation.ghost_index_entry"
-INDEXED, INDEX_FAILED = "document.indexed", "document.index_failed"
 #: The CloudEvents ``source`` of the events the indexer publishes.
 SOURCE = "depot/indexer"
-
-#: The event types the indexer acts on (the documents topic, and the compensations it owns).
-HANDLED_TYPES = frozenset({STORED, DELETED, FAILED, REINDEX, GHOST})
-#: Compensations upload-api executes: the indexer skips them.
-NOT_OURS = frozenset({"compensation.orphan_object", "compensation.missing_blob", "compensation.stale_upload"})
 
 
 def build_handlers(
@@ -127,13 +121,15 @@ def build_handlers(
         removed = await repository.remove(conn, data.document_id)
         log.info("index.ghost_removed" if removed else "index.not_indexed", document_id=str(data.document_id))
 
-    return {
-        STORED: (DocumentStored, on_stored),
-        DELETED: (DocumentDeleted, on_deleted),
-        FAILED: (DocumentFailed, on_failed),
-        REINDEX: (Reindex, on_reindex),
-        GHOST: (GhostIndexEntry, on_ghost),
-    }
+    return handler_table(
+        {
+            DocumentStored: on_stored,
+            DocumentDeleted: on_deleted,
+            DocumentFailed: on_failed,
+            Reindex: on_reindex,
+            GhostIndexEntry: on_ghost,
+        }
+    )
 
 
 async def _report(conn: Connection, data: DocumentStored, *, text_chars: int, failure: str | None) -> None:
@@ -150,7 +146,7 @@ async def _report(conn: Connection, data: DocumentStored, *, text_chars: int, fa
         log.warning("index.extraction_failed", document_id=str(data.document_id), reason=failure)
     event = CloudEvent[Any](
         source=SOURCE,
-        type=INDEXED if failure is None else INDEX_FAILED,
+        type=type_of(type(outcome)),
         subject=str(data.document_id),
         data=outcome,
     )

@@ -20,5 +20,5 @@ class IndexerSettings(DepotSettings):
     )
     documents_partitions: int = Field(default=6, gt=0)
     consumer_session_timeout: int = Field(
-        default=10, ge=1, description="seconds before the broker considers a silent consumer dead"
+        default=6, ge=1, description="seconds before the broker considers a silent consumer dead"
     )

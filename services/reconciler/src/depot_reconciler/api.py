@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -13,11 +10,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from depot_common.errors import BadRequest, Conflict, NotFound, Unprocessable
+from depot_common.cursor import CursorCodec, timestamp_field, uuid_field
+from depot_common.errors import BadRequest
 from depot_common.web import AdminPrincipal
 from depot_reconciler import repository
-from depot_reconciler.apply import RunNotFound, RunNotPlanned, SafetyStop
-from depot_reconciler.plan import RunInProgress
+from depot_reconciler.apply import RunNotFound
 from depot_reconciler.runner import Reconciler
 
 router = APIRouter(prefix="/v1/reconcile", tags=["reconcile"])
@@ -42,21 +39,11 @@ def _reconciler(request: Request) -> Reconciler:
     return reconciler
 
 
-def _in_progress(error: RunInProgress) -> Conflict:
-    return Conflict(str(error), code="run_in_progress")
-
-
-def encode_runs_cursor(run: repository.Run) -> str:
-    raw = json.dumps({"t": run.started_at.isoformat(), "i": str(run.id)}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_runs_cursor(value: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        return datetime.fromisoformat(raw["t"]), uuid.UUID(raw["i"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
+#: ``next_cursor`` of the runs list: the ``(started_at, id)`` after the last run of a page.
+RUNS_CURSOR = CursorCodec[tuple[datetime, uuid.UUID]](
+    dump=lambda at: {"t": at[0].isoformat(), "i": str(at[1])},
+    load=lambda fields: (timestamp_field(fields["t"]), uuid_field(fields["i"])),
+)
 
 
 def _run_json(run: repository.Run) -> dict[str, Any]:
@@ -79,12 +66,7 @@ def _run_json(run: repository.Run) -> dict[str, Any]:
 @router.post("", status_code=202, summary="Start a run (dry run unless apply); it executes in the background.")
 async def start_run(_: AdminPrincipal, request: Request, body: ReconcileRequest | None = None) -> JSONResponse:
     body = body or ReconcileRequest()
-    try:
-        run_id, _task = await _reconciler(request).start(apply=body.apply, checks=body.checks, force=body.force)
-    except ValueError as error:
-        raise Unprocessable(str(error), code="unknown_check") from None
-    except RunInProgress as error:
-        raise _in_progress(error) from None
+    run_id, _task = await _reconciler(request).start(apply=body.apply, checks=body.checks, force=body.force)
     return JSONResponse({"run_id": str(run_id)}, status_code=202, headers={"Location": f"/v1/reconcile/runs/{run_id}"})
 
 
@@ -93,23 +75,7 @@ async def apply_run(
     _: AdminPrincipal, request: Request, run_id: uuid.UUID, body: ApplyRequest | None = None
 ) -> JSONResponse:
     body = body or ApplyRequest()
-    try:
-        await _reconciler(request).apply(run_id, force=body.force)
-    except RunInProgress as error:
-        raise _in_progress(error) from None
-    except RunNotFound as error:
-        raise NotFound(str(error)) from None
-    except RunNotPlanned as error:
-        code = "already_applied" if error.status in {"applying", "applied"} else "not_planned"
-        raise Conflict(str(error), code=code, status=error.status) from None
-    except SafetyStop as stop:
-        raise Conflict(
-            str(stop),
-            code="safety_stop",
-            actionable=stop.actionable,
-            population=stop.population,
-            max_fraction=stop.max_fraction,
-        ) from None
+    await _reconciler(request).apply(run_id, force=body.force)
     return JSONResponse({"run_id": str(run_id), "status": "applying"}, status_code=202)
 
 
@@ -120,13 +86,13 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> dict[str, Any]:
-    after = decode_runs_cursor(cursor) if cursor else None
+    after = RUNS_CURSOR.decode(cursor) if cursor else None
     async with _reconciler(request).pool.acquire() as conn:
         runs = await repository.list_runs(conn, limit=limit + 1, after=after)
     page = runs[:limit]
     return {
         "items": [_run_json(run) for run in page],
-        "next_cursor": encode_runs_cursor(page[-1]) if len(runs) > limit else None,
+        "next_cursor": RUNS_CURSOR.encode((page[-1].started_at, page[-1].id)) if len(runs) > limit else None,
     }
 
 
@@ -146,7 +112,7 @@ async def get_run(
     async with _reconciler(request).pool.acquire() as conn:
         run = await repository.get_run(conn, run_id)
         if run is None:
-            raise NotFound(f"no reconcile run {run_id}")
+            raise RunNotFound(f"no reconcile run {run_id}")
         findings = await repository.findings_page(conn, run_id, after=after, limit=limit + 1)
     page = findings[:limit]
     return {

@@ -13,72 +13,44 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import asyncpg
 import structlog
-from botocore.exceptions import ClientError
-from pydantic import BaseModel
 
 from depot_common.db import Connection
-from depot_common.events import (
-    COMPENSATIONS_TOPIC,
-    CloudEvent,
-    GhostIndexEntry,
-    MissingBlob,
-    OrphanObject,
-    Reindex,
-    StaleUpload,
-)
+from depot_common.errors import ConfigurationError, Conflict, NotFound
+from depot_common.events import COMPENSATIONS_TOPIC, CloudEvent, type_of
 from depot_common.outbox import enqueue
-from depot_common.s3 import is_not_found
 from depot_reconciler import repository
-from depot_reconciler.bootstrap import SCHEMA
-from depot_reconciler.checks import (
-    GHOST_INDEX_ENTRY,
-    LIVE_STATUSES,
-    MISSING_BLOB,
-    ORPHAN_OBJECT,
-    STALE_UPLOAD,
-    UNINDEXED,
-)
-from depot_reconciler.repository import StoredFinding
+from depot_reconciler.checks import ACTING, BY_NAME
+from depot_reconciler.checks.base import Recheck, Verdict
+from depot_reconciler.repository import SCHEMA, StoredFinding
 
 log = structlog.get_logger(__name__)
 
 SOURCE = "depot/reconciler"
-#: The compensation event type emitted for each class; the others are reported only.
-COMPENSATION_OF = {
-    ORPHAN_OBJECT: "compensation.orphan_object",
-    MISSING_BLOB: "compensation.missing_blob",
-    STALE_UPLOAD: "compensation.stale_upload",
-    UNINDEXED: "compensation.reindex",
-    GHOST_INDEX_ENTRY: "compensation.ghost_index_entry",
-}
 
 
-class ApplyError(RuntimeError):
-    """The run cannot be applied (unknown, not planned)."""
+class RunNotFound(NotFound):
+    """No run has this id (404)."""
 
 
-class RunNotFound(ApplyError):
-    """No run has this id."""
+class RunNotPlanned(Conflict):
+    """The run is not ``planned`` (409 ``already_applied`` when applying or applied, else ``not_planned``)."""
+
+    def __init__(self, message: str, *, run_status: str) -> None:
+        code = "already_applied" if run_status in {"applying", "applied"} else "not_planned"
+        super().__init__(message, code=code, status=run_status)
+        self.run_status = run_status
 
 
-class RunNotPlanned(ApplyError):
-    """The run is not ``planned`` (still running, already applied, or failed)."""
+class SafetyStop(Conflict):
+    """The plan would touch more than the allowed share of the objects or documents (409 ``safety_stop``)."""
 
-    def __init__(self, message: str, *, status: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class SafetyStop(ApplyError):
-    """The plan would touch more than the allowed share of the objects or documents."""
+    code = "safety_stop"
 
     def __init__(self, message: str, *, actionable: int = 0, population: int = 0, max_fraction: float = 0.0) -> None:
-        super().__init__(message)
+        super().__init__(message, actionable=actionable, population=population, max_fraction=max_fraction)
         self.actionable = actionable
         self.population = population
         self.max_fraction = max_fraction
@@ -92,84 +64,12 @@ class ApplyResult:
     reported: int = 0
 
 
-async def _document(conn: Connection, document_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT id, status, version, size_bytes, updated_at FROM upload.documents WHERE id = $1",
-        uuid.UUID(document_id),
-    )
-
-
-def _unchanged(row: asyncpg.Record | None, details: dict[str, Any]) -> bool:
-    """The document row is the one the scan saw (same status, version and last change)."""
-    return (
-        row is not None
-        and row["status"] == details["status"]
-        and row["version"] == details["version"]
-        and row["updated_at"] == datetime.fromisoformat(details["updated_at"])
-    )
-
-
-async def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        head: dict[str, Any] = await s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if is_not_found(error):
-            return None
-        raise
-    return head
-
-
-async def recheck(conn: Connection, s3: Any, bucket: str, finding: StoredFinding) -> tuple[BaseModel | None, str]:
+async def recheck(conn: Connection, s3: Any, bucket: str, finding: StoredFinding) -> Verdict:
     """The compensation if ``finding`` still holds now, else ``None``; and the reason either way."""
-    details, run_id = finding.details, finding.run_id
-    if finding.check == ORPHAN_OBJECT:
-        head = await _head(s3, bucket, finding.subject)
-        if head is None:
-            return None, "object gone"
-        if str(head.get("ETag", "")).strip('"') != details["etag"] or head["ContentLength"] != details["size_bytes"]:
-            return None, "object changed"
-        status = await conn.fetchval("SELECT status FROM upload.documents WHERE object_key = $1", finding.subject)
-        if status in LIVE_STATUSES:
-            return None, f"object now belongs to a {status} document"
-        compensation: BaseModel = OrphanObject(
-            object_key=finding.subject,
-            size_bytes=details["size_bytes"],
-            last_modified=datetime.fromisoformat(details["last_modified"]),
-            run_id=run_id,
-        )
-        return compensation, "object belongs to no live document"
-    if finding.check == GHOST_INDEX_ENTRY:
-        entry = await conn.fetchval(
-            "SELECT status FROM search.index_entries WHERE document_id = $1", uuid.UUID(finding.subject)
-        )
-        if entry != "indexed":
-            return None, "index entry no longer indexed"
-        row = await _document(conn, finding.subject)
-        if row is not None and row["status"] == "stored":
-            return None, "document now stored"
-        return GhostIndexEntry(document_id=uuid.UUID(finding.subject), run_id=run_id), "document is not stored"
-    row = await _document(conn, finding.subject)
-    if not _unchanged(row, details):
-        return None, "document changed since the scan"
-    assert row is not None
-    if finding.check == MISSING_BLOB:
-        head = await _head(s3, bucket, details["object_key"])
-        if head is not None and head["ContentLength"] == row["size_bytes"]:
-            return None, "object present with its recorded size"
-        reason = (
-            "object absent" if head is None else f"object has {head['ContentLength']} bytes, not {row['size_bytes']}"
-        )
-        return MissingBlob(document_id=row["id"], object_key=details["object_key"], run_id=run_id), reason
-    if finding.check == STALE_UPLOAD:
-        return StaleUpload(document_id=row["id"], run_id=run_id), "pending past upload TTL plus grace"
-    if finding.check == UNINDEXED:
-        entry_row = await conn.fetchrow(
-            "SELECT status, version FROM search.index_entries WHERE document_id = $1", row["id"]
-        )
-        if entry_row is not None and entry_row["status"] == "indexed" and entry_row["version"] >= row["version"]:
-            return None, "indexed now"
-        return Reindex(document_id=row["id"], run_id=run_id), "stored document missing from the index"
-    raise ApplyError(f"no compensation for {finding.check}")
+    check = BY_NAME.get(finding.check)
+    if check is None or check.recheck is None:
+        raise ConfigurationError(f"no compensation for {finding.check}")
+    return await check.recheck(Recheck(conn, s3, bucket), finding)
 
 
 async def stake(conn: Connection, run: repository.Run) -> tuple[int, int]:
@@ -177,7 +77,7 @@ async def stake(conn: Connection, run: repository.Run) -> tuple[int, int]:
     actionable: int = await conn.fetchval(
         "SELECT count(*) FROM reconcile.findings WHERE run_id = $1 AND class = ANY($2::text[])",
         run.id,
-        list(COMPENSATION_OF),
+        list(ACTING),
     )
     documents: int = await conn.fetchval("SELECT count(*) FROM upload.documents")
     objects = int(run.counts.get("scanned", {}).get("objects", 0))
@@ -195,7 +95,7 @@ async def preflight(
     if run is None:
         raise RunNotFound(f"no reconcile run {run_id}")
     if run.status != "planned":
-        raise RunNotPlanned(f"run {run_id} is {run.status}, not planned", status=run.status)
+        raise RunNotPlanned(f"run {run_id} is {run.status}, not planned", run_status=run.status)
     actionable, population = await stake(conn, run)
     if actionable > max_fraction * population:
         reason = (
@@ -254,7 +154,8 @@ async def execute_plan(
         for finding in page:
             if finding.outcome is not None:  # already acted on
                 continue
-            if finding.check not in COMPENSATION_OF:
+            check = BY_NAME.get(finding.check)
+            if check is None or check.compensation is None:
                 await repository.mark_finding(conn, finding.id, action=None, outcome="reported")
                 reported += 1
                 continue
@@ -272,7 +173,7 @@ async def execute_plan(
                         reason=reason,
                     )
                     continue
-                event_type = COMPENSATION_OF[finding.check]
+                event_type = type_of(check.compensation)
                 event = CloudEvent[Any](source=SOURCE, type=event_type, subject=finding.subject, data=compensation)
                 await enqueue(conn, SCHEMA, topic=COMPENSATIONS_TOPIC, key=finding.subject, event=event)
                 await repository.mark_finding(conn, finding.id, action=event_type, outcome="emitted")

@@ -22,16 +22,13 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from depot_common.db import create_pool, migrate
 from depot_common.logging import configure_logging
-from depot_common.s3 import s3_client
 from depot_common.settings import load_settings
 from depot_reconciler import repository
 from depot_reconciler.apply import ApplyResult, apply_plan
-from depot_reconciler.bootstrap import MIGRATIONS, SCHEMA
+from depot_reconciler.bootstrap import run_relay, run_resources
 from depot_reconciler.checks import CHECKS
 from depot_reconciler.plan import PlanResult, make_plan, run_lock
-from depot_reconciler.relay import run_relay
 from depot_reconciler.scan import ScanProgress
 from depot_reconciler.settings import ReconcilerSettings
 
@@ -93,31 +90,26 @@ def _progress_display(enabled: bool) -> Iterator[Callable[[ScanProgress], None] 
 
 
 async def _reconcile(args: argparse.Namespace, settings: ReconcilerSettings, out: TextIO) -> int:
-    pool = await create_pool(settings.database_url, min_size=1, max_size=4, timeout=10)
-    try:
-        await migrate(pool, SCHEMA, MIGRATIONS)
-        async with s3_client(settings) as s3, run_lock(pool) as conn:
-            with _progress_display(sys.stderr.isatty()) as on_progress:
-                plan = await make_plan(
-                    conn, pool, s3, settings, checks=args.check, apply=args.apply, on_progress=on_progress
-                )
-            applied: ApplyResult | None = None
-            if args.apply and plan.total:
-                applied = await apply_plan(
-                    conn,
-                    s3,
-                    bucket=settings.s3_bucket,
-                    run_id=plan.run_id,
-                    max_fraction=settings.reconcile_max_fraction,
-                    force=args.force,
-                    page_size=settings.page_size,
-                )
-            if args.json:
-                await _write_json(conn, plan, applied, out)
-            else:
-                _write_table(plan, applied, out)
-    finally:
-        await pool.close()
+    async with run_resources(settings) as (pool, s3), run_lock(pool) as conn:
+        with _progress_display(sys.stderr.isatty()) as on_progress:
+            plan = await make_plan(
+                conn, pool, s3, settings, checks=args.check, apply=args.apply, on_progress=on_progress
+            )
+        applied: ApplyResult | None = None
+        if args.apply and plan.total:
+            applied = await apply_plan(
+                conn,
+                s3,
+                bucket=settings.s3_bucket,
+                run_id=plan.run_id,
+                max_fraction=settings.reconcile_max_fraction,
+                force=args.force,
+                page_size=settings.page_size,
+            )
+        if args.json:
+            await _write_json(conn, plan, applied, out)
+        else:
+            _write_table(plan, applied, out)
     return EXIT_FINDINGS if plan.total else EXIT_CONSISTENT
 
 
@@ -186,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level, service=f"reconciler.{args.command}")
     if args.command == "serve":
         from depot_common.entrypoint import serve_http
-        from depot_reconciler.server import build_app
+        from depot_reconciler.bootstrap import build_app
 
         serve_http(build_app(settings), host=settings.http_host, port=settings.http_port)
         return EXIT_CONSISTENT

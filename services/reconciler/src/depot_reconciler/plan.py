@@ -18,8 +18,10 @@ import asyncpg
 import structlog
 
 from depot_common.db import Connection, advisory_key
+from depot_common.errors import Conflict
 from depot_reconciler import repository
-from depot_reconciler.checks import CHECKS, Finding, Limits
+from depot_reconciler.checks import select
+from depot_reconciler.checks.base import Finding, Limits, Reads
 from depot_reconciler.scan import ScanProgress, scan
 from depot_reconciler.settings import ReconcilerSettings
 
@@ -30,8 +32,11 @@ RUN_LOCK = advisory_key("reconcile:run")
 FINDINGS_BATCH = 500
 
 
-class RunInProgress(RuntimeError):
-    """Another reconcile run holds the lock."""
+class RunInProgress(Conflict):
+    """Another reconcile run holds the lock (409; retrying once it finished succeeds)."""
+
+    code = "run_in_progress"
+    retriable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +64,8 @@ def limits_for(settings: ReconcilerSettings, now: datetime) -> Limits:
 
 
 def selected_checks(requested: Collection[str] | None) -> tuple[str, ...]:
-    """The checks to run, in their canonical order (all of them when none are named)."""
-    if not requested:
-        return CHECKS
-    unknown = set(requested) - set(CHECKS)
-    if unknown:
-        raise ValueError(f"unknown checks: {', '.join(sorted(unknown))}")
-    return tuple(check for check in CHECKS if check in requested)
+    """The names of the checks to run, in canonical order (all when none are named); ``UnknownCheck`` if unknown."""
+    return tuple(check.name for check in select(requested))
 
 
 @contextlib.asynccontextmanager
@@ -110,15 +110,8 @@ async def make_plan(
     progress = ScanProgress(on_change=on_progress)
     batch: list[Finding] = []
     try:
-        findings = scan(
-            pool,
-            s3,
-            bucket=settings.s3_bucket,
-            checks=chosen,
-            limits=limits,
-            page_size=settings.page_size,
-            progress=progress,
-        )
+        reads = Reads(pool=pool, s3=s3, bucket=settings.s3_bucket, page_size=settings.page_size)
+        findings = scan(select(chosen), reads, limits=limits, progress=progress)
         async for finding in findings:
             counts[finding.check] += 1
             batch.append(finding)
@@ -127,12 +120,7 @@ async def make_plan(
                 batch.clear()
         if batch:
             await repository.add_findings(conn, run_id, batch)
-        scanned = {
-            "objects": progress.objects,
-            "documents": progress.documents,
-            "index_rows": progress.index_rows,
-            "outbox_rows": progress.outbox_rows,
-        }
+        scanned = progress.counts()
         await repository.finish_run(conn, run_id, status="planned", counts={"findings": counts, "scanned": scanned})
     except BaseException as error:
         with contextlib.suppress(Exception):

@@ -6,12 +6,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.resources import files
 from typing import Any
 
 import asyncpg
 
 from depot_common.db import Connection
-from depot_reconciler.checks import Finding
+from depot_reconciler.checks.base import Finding
+
+SCHEMA = "reconcile"
+MIGRATIONS = files("depot_reconciler") / "migrations"
 
 
 @dataclass(frozen=True, slots=True)

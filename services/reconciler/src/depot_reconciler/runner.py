@@ -80,7 +80,7 @@ class Reconciler:
     async def start(
         self, *, apply: bool = False, checks: Collection[str] | None = None, force: bool = False
     ) -> tuple[uuid.UUID, asyncio.Task[None]]:
-        """Start a run in the background: its id and task. ``ValueError`` for an unknown check."""
+        """Start a run in the background: its id and task. ``UnknownCheck`` or ``RunInProgress`` when it cannot."""
         chosen = selected_checks(checks)
         stack, conn = await self._locked()
         try:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from depot_common.consumer import EventConsumer, running_consumer
 from depot_common.db import create_pool, migrate
-from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC
+from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, Service, ignored_by
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
@@ -21,7 +21,7 @@ from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import allow_browser_uploads, ensure_bucket, s3_client
 from depot_common.web import create_app
-from depot_upload.compensations.service import INDEXER_TYPES, Compensations
+from depot_upload.compensations.service import Compensations
 from depot_upload.compensations.storage import S3CompensationObjects
 from depot_upload.console import ConsoleConfig, mount_console
 from depot_upload.documents.endpoints import router as documents_router
@@ -37,6 +37,7 @@ from depot_upload.pipeline.offsets import KafkaOffsets
 from depot_upload.pipeline.repository import PostgresOutboxes
 from depot_upload.pipeline.service import PipelineHealth
 from depot_upload.postgres import PostgresUnitOfWork
+from depot_upload.presigned.completion import UploadCompletion
 from depot_upload.presigned.endpoints import router as uploads_router
 from depot_upload.presigned.repository import PostgresUploadSessions
 from depot_upload.presigned.service import PresignedUploads
@@ -46,6 +47,8 @@ from depot_upload.settings import UploadSettings
 log = structlog.get_logger(__name__)
 
 MIGRATIONS = files("depot_upload") / "migrations"
+#: The topics the compensation worker reads; it executes upload-api's types of them and skips the rest.
+COMPENSATION_TOPICS = (COMPENSATIONS_TOPIC,)
 
 
 def build_app(settings: UploadSettings) -> FastAPI:
@@ -69,14 +72,19 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 crash_points=CrashPoints(settings.crash_at),
             )
             app.state.batch_max_files = settings.batch_max_files
+            sessions = PostgresUploadSessions(pool)
+            presign_store = S3PresignStore(s3, bucket=settings.s3_bucket)
             app.state.presigned = PresignedUploads(
-                sessions=PostgresUploadSessions(pool),
-                store=S3PresignStore(s3, bucket=settings.s3_bucket),
+                sessions=sessions,
+                store=presign_store,
                 documents=documents,
                 uow=uow,
                 max_upload_bytes=settings.max_upload_bytes,
                 part_size=settings.part_size,
                 ttl_seconds=settings.upload_ttl,
+            )
+            app.state.completion = UploadCompletion(
+                sessions=sessions, store=presign_store, documents=documents, uow=uow
             )
             app.state.pipeline = PipelineHealth(
                 PostgresOutboxes(pool), KafkaOffsets(settings.kafka_servers), consumers=settings.pipeline_pairs
@@ -144,13 +152,14 @@ async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple
             )
             async with running_consumer(
                 bootstrap=settings.kafka_servers,
-                topics={COMPENSATIONS_TOPIC: settings.documents_partitions},
+                topics=dict.fromkeys(COMPENSATION_TOPICS, settings.documents_partitions),
                 group=settings.compensations_group,
                 session_timeout=settings.consumer_session_timeout,
                 pool=pool,
                 schema=SCHEMA,
                 handlers=compensations.handlers(),
-                ignored_types=INDEXER_TYPES,
+                ignored_types=ignored_by(Service.UPLOAD_API, COMPENSATION_TOPICS),
+                replica_id=settings.replica_id,
             ) as events:
                 yield events, compensations
     finally:
@@ -159,8 +168,11 @@ async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple
 
 async def run_compensations(settings: UploadSettings) -> None:
     """Execute upload-api's compensations and purge the quarantine until SIGINT/SIGTERM."""
-    ops = ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title="Depot compensation worker")
-    async with compensation_consumer(settings) as (events, compensations), ops:
+    ops = ops_endpoints(
+        settings, port=settings.ops_port, host=settings.http_host, title="Depot compensation worker", worker=True
+    )
+    async with ops as readiness, compensation_consumer(settings) as (events, compensations):
+        readiness.attach(events)
         purge = every(settings.quarantine_purge_interval, compensations.purge_quarantine, name="quarantine.purge")
         async with background_task(purge):
             log.info("compensations.started", group=settings.compensations_group)

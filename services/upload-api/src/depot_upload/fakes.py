@@ -22,12 +22,12 @@ from typing import Any, Self
 from pydantic import BaseModel
 
 from depot_common.errors import Conflict, PayloadTooLarge, Unavailable
+from depot_common.events import type_of
 from depot_upload.compensations.fakes import FakeCompensationRecords, QuarantineRow
 from depot_upload.documents.fakes import FakeDocuments
 from depot_upload.domain import Document, StoredBlob, Transition
 from depot_upload.presigned.domain import CompletedPart, PartUrl, ReceivedPart
 from depot_upload.presigned.fakes import FakeUploadSessions, SessionRow
-from depot_upload.unit_of_work import EVENT_TYPES
 
 
 @dataclass
@@ -123,7 +123,7 @@ class FakeUnitOfWork:
 
     async def apply(self, transition: Transition[Any]) -> Document:
         document = await self.documents.save(transition.document)
-        self._tables.outbox.append((EVENT_TYPES[type(transition.event)], transition.event))
+        self._tables.outbox.append((type_of(type(transition.event)), transition.event))
         return document
 
     async def commit(self) -> None:

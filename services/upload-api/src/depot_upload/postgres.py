@@ -9,13 +9,12 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
-from depot_common.events import DOCUMENTS_TOPIC, CloudEvent
+from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, type_of
 from depot_common.outbox import enqueue
 from depot_upload.compensations.repository import PostgresCompensations
 from depot_upload.documents.repository import SCHEMA, SOURCE, PostgresDocuments
 from depot_upload.domain import Document, Transition
 from depot_upload.presigned.repository import PostgresUploadSessions
-from depot_upload.unit_of_work import EVENT_TYPES
 
 
 class PostgresUnitOfWork:
@@ -64,7 +63,7 @@ class PostgresUnitOfWork:
         assert self._conn is not None
         document = await self.documents.save(transition.document)
         event = CloudEvent[Any](
-            source=SOURCE, type=EVENT_TYPES[type(transition.event)], subject=str(document.id), data=transition.event
+            source=SOURCE, type=type_of(type(transition.event)), subject=str(document.id), data=transition.event
         )
         await enqueue(self._conn, SCHEMA, topic=DOCUMENTS_TOPIC, key=str(document.id), event=event)
         return document

@@ -27,7 +27,9 @@ class UploadSettings(DepotSettings):
     )
     quarantine_purge_interval: int = Field(default=3600, gt=0, description="seconds between quarantine purges")
     compensations_group: str = "depot-upload-compensations"
-    consumer_session_timeout: int = Field(default=10, gt=0, description="seconds, Kafka consumer session")
+    consumer_session_timeout: int = Field(
+        default=6, gt=0, description="seconds before the broker considers a silent consumer dead"
+    )
     # the web console (SPEC §10): where the browser finds the other public APIs (empty = this origin)
     public_search_url: str = Field(default="", description="search API as the browser reaches it")
     public_reconciler_url: str = Field(default="", description="reconciler API as the browser reaches it")

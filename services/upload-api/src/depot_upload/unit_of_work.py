@@ -20,18 +20,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from depot_common.events import DocumentDeleted, DocumentFailed, DocumentStored
 from depot_upload.compensations.ports import CompensationRecords
 from depot_upload.documents.ports import DocumentRepository
 from depot_upload.domain import Document, Transition
 from depot_upload.presigned.ports import UploadSessions
-
-#: The CloudEvent type of each event a document transition returns.
-EVENT_TYPES: dict[type[Any], str] = {
-    DocumentStored: "document.stored",
-    DocumentFailed: "document.failed",
-    DocumentDeleted: "document.deleted",
-}
 
 
 class UnitOfWork(Protocol):

@@ -1,6 +1,4 @@
-"""Event contracts: the CloudEvent envelope and the data model of every event type."""
-
-from pydantic import BaseModel
+"""Event contracts: the CloudEvent envelope, the data model of every event type, and their registry."""
 
 from depot_common.events.compensations import (
     COMPENSATIONS_TOPIC,
@@ -18,37 +16,28 @@ from depot_common.events.documents import (
 )
 from depot_common.events.envelope import CONTENT_TYPE, CloudEvent, RawCloudEvent, encode
 from depot_common.events.index import INDEX_TOPIC, DocumentIndexed, DocumentIndexFailed
-
-#: Every event type Depot publishes, by its CloudEvents ``type``.
-EVENT_TYPES: dict[str, type[BaseModel]] = {
-    "document.stored": DocumentStored,
-    "document.deleted": DocumentDeleted,
-    "document.failed": DocumentFailed,
-    "compensation.orphan_object": OrphanObject,
-    "compensation.missing_blob": MissingBlob,
-    "compensation.stale_upload": StaleUpload,
-    "compensation.reindex": Reindex,
-    "compensation.ghost_index_entry": GhostIndexEntry,
-    "document.indexed": DocumentIndexed,
-    "document.index_failed": DocumentIndexFailed,
-}
-
-#: The topic each event type is published on.
-TOPIC_OF: dict[str, str] = {
-    **{name: COMPENSATIONS_TOPIC for name in EVENT_TYPES if name.startswith("compensation.")},
-    "document.stored": DOCUMENTS_TOPIC,
-    "document.deleted": DOCUMENTS_TOPIC,
-    "document.failed": DOCUMENTS_TOPIC,
-    "document.indexed": INDEX_TOPIC,
-    "document.index_failed": INDEX_TOPIC,
-}
+from depot_common.events.registry import (
+    BY_NAME,
+    EVENT_TYPES,
+    REGISTRY,
+    TOPIC_OF,
+    EventType,
+    Service,
+    executed_by,
+    handler_table,
+    ignored_by,
+    type_of,
+    types_on,
+)
 
 __all__ = [
+    "BY_NAME",
     "COMPENSATIONS_TOPIC",
     "CONTENT_TYPE",
     "DOCUMENTS_TOPIC",
     "EVENT_TYPES",
     "INDEX_TOPIC",
+    "REGISTRY",
     "TOPIC_OF",
     "CloudEvent",
     "DocumentDeleted",
@@ -56,11 +45,18 @@ __all__ = [
     "DocumentIndexFailed",
     "DocumentIndexed",
     "DocumentStored",
+    "EventType",
     "GhostIndexEntry",
     "MissingBlob",
     "OrphanObject",
     "RawCloudEvent",
     "Reindex",
+    "Service",
     "StaleUpload",
     "encode",
+    "executed_by",
+    "handler_table",
+    "ignored_by",
+    "type_of",
+    "types_on",
 ]

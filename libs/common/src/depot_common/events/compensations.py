@@ -1,8 +1,7 @@
 """Data models of topic ``depot.compensations.v1`` (producer: reconciler, through its outbox).
 
-Each type is executed by the service that owns the data it repairs: upload-api takes
-``orphan_object``, ``missing_blob`` and ``stale_upload``; the indexer takes ``reindex`` and
-``ghost_index_entry``.
+Each type is executed by the service that owns the data it repairs, as registered in
+:mod:`depot_common.events.registry`.
 """
 
 from __future__ import annotations

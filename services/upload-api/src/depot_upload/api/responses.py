@@ -13,5 +13,6 @@ class ErrorOut(BaseModel):
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI ``responses`` of an authenticated route that can fail with ``codes`` (401 always)."""
-    return {code: {"model": ErrorOut} for code in (401, *codes)}
+    """The OpenAPI ``responses`` of an authenticated route that can fail with ``codes`` (401 always, and 503
+    ``dependency_unavailable`` always: every route needs PostgreSQL)."""
+    return {code: {"model": ErrorOut} for code in sorted({401, 503, *codes})}

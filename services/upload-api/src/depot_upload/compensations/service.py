@@ -40,20 +40,16 @@ from pydantic import BaseModel
 
 from depot_common.db import Connection
 from depot_common.errors import Duplicate
-from depot_common.events import CloudEvent, MissingBlob, OrphanObject, StaleUpload
+from depot_common.events import CloudEvent, MissingBlob, OrphanObject, StaleUpload, handler_table
 from depot_upload.compensations.ports import ObjectStore, UploadState
 from depot_upload.domain import Status, StoredBlob
+from depot_upload.presigned.completion import fail_upload, store_upload
 from depot_upload.presigned.domain import FailureReason
-from depot_upload.presigned.service import fail_upload, store_upload
 from depot_upload.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
 QUARANTINE_PREFIX = "quarantine/"
-#: The compensation types the indexer executes: upload-api's worker skips them.
-INDEXER_TYPES = frozenset({"compensation.reindex", "compensation.ghost_index_entry"})
-#: The types this worker executes.
-HANDLED_TYPES = frozenset({"compensation.orphan_object", "compensation.missing_blob", "compensation.stale_upload"})
 
 
 def quarantine_key(key: str) -> str:
@@ -76,11 +72,9 @@ class Compensations:
 
     def handlers(self) -> Mapping[str, tuple[type[BaseModel], Handler]]:
         """The handler map for :class:`depot_common.consumer.EventConsumer`."""
-        return {
-            "compensation.orphan_object": (OrphanObject, self.orphan_object),
-            "compensation.missing_blob": (MissingBlob, self.missing_blob),
-            "compensation.stale_upload": (StaleUpload, self.stale_upload),
-        }
+        return handler_table(
+            {OrphanObject: self.orphan_object, MissingBlob: self.missing_blob, StaleUpload: self.stale_upload}
+        )
 
     async def orphan_object(self, _inbox: Connection, event: CloudEvent[OrphanObject]) -> None:
         """Quarantine an object no live document claims: copy, record (committed), then delete."""

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
@@ -15,7 +12,9 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
+from depot_common.cursor import CursorCodec, timestamp_field, uuid_field
 from depot_common.errors import BadRequest, DepotError, Duplicate, NotFound, Unprocessable
+from depot_common.outages import dependency_unavailable
 from depot_common.web import CurrentPrincipal
 from depot_upload.api.multipart import MultipartReader, boundary_of
 from depot_upload.api.responses import error_responses
@@ -78,17 +77,11 @@ def _created(result: UploadResult) -> JSONResponse:
     return JSONResponse(DocumentOut.of(result.document).model_dump(mode="json"), status_code=201, headers=headers)
 
 
-def encode_cursor(cursor: PageCursor) -> str:
-    raw = json.dumps({"t": cursor.created_at.isoformat(), "i": str(cursor.id)}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(value: str) -> PageCursor:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        return PageCursor(created_at=datetime.fromisoformat(raw["t"]), id=uuid.UUID(raw["i"]))
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
+#: ``next_cursor`` of the documents list: the ``(created_at, id)`` after the last document of a page.
+PAGE_CURSOR = CursorCodec[PageCursor](
+    dump=lambda at: {"t": at.created_at.isoformat(), "i": str(at.id)},
+    load=lambda fields: PageCursor(created_at=timestamp_field(fields["t"]), id=uuid_field(fields["i"])),
+)
 
 
 @router.post(
@@ -163,13 +156,14 @@ async def _batch_item(
         )
     except ClientDisconnect:
         raise
-    except DepotError as error:
-        return BatchItemOut(filename=filename, status=error.status, error=error.to_dict())
-    except Exception:  # one file's failure never affects the others
-        log.exception("upload.batch_item_failed", filename=filename)
-        return BatchItemOut(
-            filename=filename, status=500, error={"error": "internal_error", "message": "internal error"}
-        )
+    except Exception as error:  # one file's failure never affects the others
+        failure = dependency_unavailable(error) or (error if isinstance(error, DepotError) else None)
+        if failure is None:
+            log.exception("upload.batch_item_failed", filename=filename)
+            return BatchItemOut(
+                filename=filename, status=500, error={"error": "internal_error", "message": "internal error"}
+            )
+        return BatchItemOut(filename=filename, status=failure.status, error=failure.to_dict())
     return BatchItemOut(filename=filename, status=201, document=DocumentOut.of(result.document))
 
 
@@ -186,11 +180,11 @@ async def list_documents(
     cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
 ) -> DocumentPageOut:
     page = await service.list_documents(
-        owner_id=principal.owner_id, limit=limit, after=decode_cursor(cursor) if cursor else None
+        owner_id=principal.owner_id, limit=limit, after=PAGE_CURSOR.decode(cursor) if cursor else None
     )
     return DocumentPageOut(
         items=[DocumentOut.of(document) for document in page.items],
-        next_cursor=encode_cursor(page.next_cursor) if page.next_cursor else None,
+        next_cursor=PAGE_CURSOR.encode(page.next_cursor) if page.next_cursor else None,
     )
 
 

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
+from depot_common.errors import Conflict
 from depot_upload.domain import Document, OwnerStatus, PageCursor, StoredBlob
 
 
@@ -59,5 +60,8 @@ class DocumentRepository(Protocol):
         """The ``(sha256, document as first returned)`` recorded for this key, if any."""
 
 
-class IdempotencyKeyTaken(Exception):
-    """Another request recorded the same Idempotency-Key first."""
+class IdempotencyKeyTaken(Conflict):
+    """Another request recorded the same Idempotency-Key first (retrying replays that request's answer)."""
+
+    code = "idempotency_key_taken"
+    retriable = True

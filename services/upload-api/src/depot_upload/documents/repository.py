@@ -104,7 +104,7 @@ class PostgresDocuments:
                 _snapshot(document),
             )
         except asyncpg.UniqueViolationError:
-            raise IdempotencyKeyTaken(key) from None
+            raise IdempotencyKeyTaken("another request recorded this Idempotency-Key first") from None
 
     def _connection(self) -> Connection:
         if isinstance(self._db, asyncpg.Pool):

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import Counter, Gauge
 
+from depot_common.events import DOCUMENTS_TOPIC, INDEX_TOPIC, types_on
+
 log = structlog.get_logger(__name__)
 
-#: The event types a stream carries (SPEC §4); the topics carry no others today.
-STREAMED_TYPES = frozenset(
-    {"document.stored", "document.deleted", "document.failed", "document.indexed", "document.index_failed"}
-)
+#: The event types a stream carries (SPEC §4): every type of the documents and index topics.
+STREAMED_TYPES = types_on((DOCUMENTS_TOPIC, INDEX_TOPIC))
 
 STREAMS = Gauge("depot_events_streams", "Connected GET /v1/events streams")
 DELIVERED = Counter("depot_events_delivered_total", "Events queued to a connected stream")

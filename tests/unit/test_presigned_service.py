@@ -1,4 +1,4 @@
-"""Presigned uploads' use cases over in-memory fakes: races between complete, abort and other uploads."""
+"""Presigned uploads' start, complete and abort over in-memory fakes: races between them and other uploads."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from depot_common.errors import Conflict, Duplicate, Gone, Unavailable, Unprocessable
 from depot_upload.domain import Status, StoredBlob, object_key
 from depot_upload.fakes import FakeBucket, FakeDatabase
+from depot_upload.presigned.completion import UploadCompletion, fail_upload, store_upload
 from depot_upload.presigned.domain import FailureReason, SessionStatus
 from depot_upload.presigned.fakes import FakeUploadSessions
-from depot_upload.presigned.service import PresignedUploads, fail_upload, store_upload
+from depot_upload.presigned.service import PresignedUploads
 
 MIB = 1024 * 1024
 TTL = 3600
@@ -25,6 +26,7 @@ class World:
     db: FakeDatabase
     bucket: FakeBucket
     presigned: PresignedUploads
+    completion: UploadCompletion
 
     async def start(self, data: bytes, owner: str = "alice") -> uuid.UUID:
         ticket = await self.presigned.start(
@@ -54,7 +56,8 @@ def world() -> World:
         part_size=5 * MIB,
         ttl_seconds=TTL,
     )
-    return World(db, bucket, presigned)
+    completion = UploadCompletion(sessions=db.sessions(), store=bucket, documents=db.documents(), uow=db.uow)
+    return World(db, bucket, presigned, completion)
 
 
 def sha256(data: bytes) -> str:
@@ -66,7 +69,7 @@ async def test_complete_stores_the_document_its_event_and_the_session_together(w
     data = os.urandom(1000)
     upload_id = await world.start(data)
     world.bucket.put(object_key(upload_id), data)
-    document = await world.presigned.complete(owner_id="alice", upload_id=upload_id, parts=[])
+    document = await world.completion.complete(owner_id="alice", upload_id=upload_id, parts=[])
     assert (document.status, document.version, document.sha256) == (Status.STORED, 2, sha256(data))
     assert world.status(upload_id) == (Status.STORED, SessionStatus.COMPLETED, None)
     assert world.events() == [("document.stored", None)]
@@ -85,7 +88,7 @@ async def test_a_failure_inside_the_unit_of_work_leaves_neither_state_nor_event(
 
     monkeypatch.setattr(FakeUploadSessions, "mark_completed", down)
     with pytest.raises(Unavailable):
-        await world.presigned.complete(owner_id="alice", upload_id=upload_id, parts=[])
+        await world.completion.complete(owner_id="alice", upload_id=upload_id, parts=[])
     assert world.status(upload_id) == (Status.PENDING, SessionStatus.PENDING, None)
     assert world.events() == []
 
@@ -103,7 +106,7 @@ async def test_complete_racing_an_abort_is_gone_and_frees_the_bytes(world: World
 
     world.bucket.before["measure"] = concurrent_abort
     with pytest.raises(Gone) as raised:
-        await world.presigned.complete(owner_id="alice", upload_id=upload_id, parts=[])
+        await world.completion.complete(owner_id="alice", upload_id=upload_id, parts=[])
     assert raised.value.code == "upload_aborted"
     assert world.status(upload_id) == (Status.FAILED, SessionStatus.FAILED, "aborted")
     assert world.events() == [("document.failed", "upload_aborted")]
@@ -122,7 +125,7 @@ async def test_complete_racing_another_complete_returns_the_document_and_keeps_i
             await uow.commit()
 
     world.bucket.before["measure"] = concurrent_complete
-    document = await world.presigned.complete(owner_id="alice", upload_id=upload_id, parts=[])
+    document = await world.completion.complete(owner_id="alice", upload_id=upload_id, parts=[])
     assert document.status is Status.STORED
     assert world.bucket.objects[object_key(upload_id)].data == data
     assert ("delete", object_key(upload_id)) not in world.bucket.calls
@@ -146,7 +149,7 @@ async def test_complete_racing_the_same_content_stored_elsewhere_is_a_duplicate(
 
     world.bucket.before["measure"] = same_content_stored_meanwhile
     with pytest.raises(Duplicate) as raised:
-        await world.presigned.complete(owner_id="alice", upload_id=upload_id, parts=[])
+        await world.completion.complete(owner_id="alice", upload_id=upload_id, parts=[])
     assert raised.value.extra["existing_id"] == str(other)
     assert world.status(upload_id) == (Status.FAILED, SessionStatus.FAILED, "duplicate")
     assert world.events() == [("document.stored", None), ("document.failed", "upload_duplicate")]
@@ -180,7 +183,7 @@ async def test_an_expired_upload_is_failed_once_and_gone(world: World) -> None:
     world.db.advance(TTL + 1)
     for _ in range(2):
         with pytest.raises(Gone) as raised:
-            await world.presigned.complete(owner_id="alice", upload_id=upload_id, parts=[])
+            await world.completion.complete(owner_id="alice", upload_id=upload_id, parts=[])
         assert raised.value.code == "upload_expired"
     assert world.events() == [("document.failed", "upload_expired")]
     assert object_key(upload_id) not in world.bucket.objects
@@ -192,7 +195,7 @@ async def test_bytes_other_than_declared_fail_the_upload_and_are_removed(world: 
     upload_id = await world.start(data)
     world.bucket.put(object_key(upload_id), os.urandom(1000))
     with pytest.raises(Unprocessable) as raised:
-        await world.presigned.complete(owner_id="alice", upload_id=upload_id, parts=[])
+        await world.completion.complete(owner_id="alice", upload_id=upload_id, parts=[])
     assert raised.value.code == "checksum_mismatch"
     assert world.status(upload_id) == (Status.FAILED, SessionStatus.FAILED, "checksum_mismatch")
     assert world.events() == [("document.failed", "upload_checksum_mismatch")]
@@ -204,9 +207,9 @@ async def test_aborting_a_completed_upload_is_refused_and_keeps_the_document(wor
     data = os.urandom(1000)
     upload_id = await world.start(data)
     world.bucket.put(object_key(upload_id), data)
-    await world.presigned.complete(owner_id="alice", upload_id=upload_id, parts=[])
+    await world.completion.complete(owner_id="alice", upload_id=upload_id, parts=[])
     with pytest.raises(Conflict) as raised:
-        await world.presigned.abort(owner_id="alice", upload_id=upload_id)
+        await world.completion.abort(owner_id="alice", upload_id=upload_id)
     assert raised.value.code == "upload_completed"
     assert world.status(upload_id)[0] is Status.STORED
     assert object_key(upload_id) in world.bucket.objects

@@ -43,6 +43,7 @@ SERVICES = (
     ServiceSpec("outbox-relay-2", "depot_upload", "relay", http=False),
     ServiceSpec("indexer-1", "depot_indexer", "consume", http=False),
     ServiceSpec("indexer-2", "depot_indexer", "consume", http=False),
+    ServiceSpec("index-relay", "depot_indexer", "relay", http=False),
     ServiceSpec("search-api", "depot_indexer", "serve", http=True),
     ServiceSpec("compensations", "depot_upload", "compensate", http=False),
     ServiceSpec("reconcile-relay", "depot_reconciler", "relay", http=False),

@@ -37,6 +37,7 @@ from depot_upload.pipeline.offsets import KafkaOffsets
 from depot_upload.pipeline.repository import PostgresOutboxes
 from depot_upload.pipeline.service import PipelineHealth
 from depot_upload.postgres import PostgresUnitOfWork
+from depot_upload.presigned.completion import UploadCompletion
 from depot_upload.presigned.endpoints import router as uploads_router
 from depot_upload.presigned.repository import PostgresUploadSessions
 from depot_upload.presigned.service import PresignedUploads
@@ -69,14 +70,19 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 crash_points=CrashPoints(settings.crash_at),
             )
             app.state.batch_max_files = settings.batch_max_files
+            sessions = PostgresUploadSessions(pool)
+            presign_store = S3PresignStore(s3, bucket=settings.s3_bucket)
             app.state.presigned = PresignedUploads(
-                sessions=PostgresUploadSessions(pool),
-                store=S3PresignStore(s3, bucket=settings.s3_bucket),
+                sessions=sessions,
+                store=presign_store,
                 documents=documents,
                 uow=uow,
                 max_upload_bytes=settings.max_upload_bytes,
                 part_size=settings.part_size,
                 ttl_seconds=settings.upload_ttl,
+            )
+            app.state.completion = UploadCompletion(
+                sessions=sessions, store=presign_store, documents=documents, uow=uow
             )
             app.state.pipeline = PipelineHealth(
                 PostgresOutboxes(pool), KafkaOffsets(settings.kafka_servers), consumers=settings.pipeline_pairs

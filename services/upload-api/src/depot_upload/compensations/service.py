@@ -43,8 +43,8 @@ from depot_common.errors import Duplicate
 from depot_common.events import CloudEvent, MissingBlob, OrphanObject, StaleUpload
 from depot_upload.compensations.ports import ObjectStore, UploadState
 from depot_upload.domain import Status, StoredBlob
+from depot_upload.presigned.completion import fail_upload, store_upload
 from depot_upload.presigned.domain import FailureReason
-from depot_upload.presigned.service import fail_upload, store_upload
 from depot_upload.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)

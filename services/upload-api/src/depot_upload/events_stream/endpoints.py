@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
 
-from depot_common.errors import Unavailable
+from depot_common.errors import DependencyUnavailable
 from depot_common.web import CurrentPrincipal
 from depot_upload.api.responses import ErrorOut
 from depot_upload.events_stream.service import EventHub, StreamEvent, Subscription
@@ -46,13 +46,9 @@ async def subscription(request: Request, principal: CurrentPrincipal) -> AsyncIt
     afterwards is missed), removed after the response ended, however it ended."""
     hub = get_hub(request)
     if not hub.ready.is_set():
-        error = Unavailable(
-            "the event stream is not reading Kafka yet; retry shortly",
-            code="dependency_unavailable",
-            dependency="kafka",
+        raise DependencyUnavailable(
+            "kafka", "the event stream is not reading Kafka yet; retry shortly", retry_after=RETRY_AFTER
         )
-        error.headers["Retry-After"] = str(RETRY_AFTER)
-        raise error
     subscribed = hub.subscribe(principal.owner_id)
     try:
         yield subscribed

@@ -12,6 +12,7 @@ from depot_common.errors import Duplicate, NotFound
 from depot_common.web import CurrentPrincipal
 from depot_upload.api.responses import error_responses
 from depot_upload.documents.schemas import DocumentOut
+from depot_upload.presigned.completion import UploadCompletion
 from depot_upload.presigned.domain import CompletedPart
 from depot_upload.presigned.schemas import CompleteUploadIn, CreateUploadIn, UploadOut, UploadStatusOut
 from depot_upload.presigned.service import PresignedUploads
@@ -25,6 +26,14 @@ def get_presigned(request: Request) -> PresignedUploads:
 
 
 PresignedDep = Annotated[PresignedUploads, Depends(get_presigned)]
+
+
+def get_completion(request: Request) -> UploadCompletion:
+    completion: UploadCompletion = request.app.state.completion
+    return completion
+
+
+CompletionDep = Annotated[UploadCompletion, Depends(get_completion)]
 
 
 def _upload_id(raw: str) -> uuid.UUID:
@@ -94,7 +103,7 @@ async def get_upload(upload_id: str, principal: CurrentPrincipal, presigned: Pre
 async def complete_upload(
     upload_id: str,
     principal: CurrentPrincipal,
-    presigned: PresignedDep,
+    completion: CompletionDep,
     body: Annotated[CompleteUploadIn | None, Body()] = None,
 ) -> DocumentOut:
     """Checks that the object exists with the declared size and SHA-256, then stores the document.
@@ -105,7 +114,7 @@ async def complete_upload(
     """
     parts = [CompletedPart(part.part_number, part.etag) for part in (body.parts if body else [])]
     try:
-        document = await presigned.complete(owner_id=principal.owner_id, upload_id=_upload_id(upload_id), parts=parts)
+        document = await completion.complete(owner_id=principal.owner_id, upload_id=_upload_id(upload_id), parts=parts)
     except Duplicate as error:
         raise _locate(error) from None
     return DocumentOut.of(document)
@@ -117,11 +126,11 @@ async def complete_upload(
     responses=error_responses(404, 409),
     summary="Abort a presigned upload.",
 )
-async def abort_upload(upload_id: str, principal: CurrentPrincipal, presigned: PresignedDep) -> Response:
+async def abort_upload(upload_id: str, principal: CurrentPrincipal, completion: CompletionDep) -> Response:
     """Aborts the multipart upload, marks the upload `failed` and removes any uploaded bytes.
 
     Aborting an aborted upload is a no-op; a completed one is 409 `upload_completed`
     (delete the document instead).
     """
-    await presigned.abort(owner_id=principal.owner_id, upload_id=_upload_id(upload_id))
+    await completion.abort(owner_id=principal.owner_id, upload_id=_upload_id(upload_id))
     return Response(status_code=204)

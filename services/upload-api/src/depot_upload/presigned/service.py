@@ -1,5 +1,8 @@
 """Presigned uploads (SPEC §4): the bytes go straight from the client to S3.
 
+This module starts and resumes uploads (it issues the URLs); :mod:`.completion` completes
+and aborts them.
+
 Imports nothing outward (no FastAPI, asyncpg or boto): the adapters are the Protocols
 of :mod:`depot_upload.presigned.ports`, implemented by :mod:`.repository` and
 :mod:`.storage`; the types and rules are in :mod:`.domain`.
@@ -32,18 +35,15 @@ from collections.abc import Sequence
 
 import structlog
 
-from depot_common.errors import Conflict, DepotError, Duplicate, Gone, NotFound
+from depot_common.errors import DepotError, Duplicate, Gone, NotFound
 from depot_upload.domain import (
-    Document,
     Status,
-    StoredBlob,
     normalize_content_type,
     object_key,
     validate_filename,
 )
 from depot_upload.presigned.domain import (
     COMPLETED,
-    CompletedPart,
     FailureReason,
     PartUrl,
     SessionStatus,
@@ -51,14 +51,11 @@ from depot_upload.presigned.domain import (
     UploadSession,
     UploadTicket,
     check_declaration,
-    checked_parts,
-    checksum_mismatch,
     gone,
-    matches,
     part_size_for,
 )
 from depot_upload.presigned.ports import PresignStore, StoredDocuments, UploadSessions
-from depot_upload.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from depot_upload.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -178,7 +175,7 @@ class PresignedUploads:
         left to send. Changes nothing. Raises ``NotFound`` and ``Gone`` (``upload_expired``,
         ``upload_aborted``, ``upload_failed``: the upload can never complete).
         """
-        session = await self._session(owner_id, upload_id)
+        session = await owned_session(self._sessions, owner_id, upload_id)
         if session.document_status in COMPLETED:
             return UploadProgress(session, completed=True, received=[], parts=[])
         if session.document_status is not Status.PENDING or session.status is not SessionStatus.PENDING:
@@ -187,7 +184,7 @@ class PresignedUploads:
             raise gone(session, FailureReason.EXPIRED)
         held = await self._store.received_parts(session.object_key, session.multipart_upload_id)
         if held is None:  # completed meanwhile, or aborted behind Depot's back
-            session = await self._session(owner_id, upload_id)
+            session = await owned_session(self._sessions, owner_id, upload_id)
             if session.document_status in COMPLETED:
                 return UploadProgress(session, completed=True, received=[], parts=[])
             raise Gone("the upload's parts are gone from storage; start a new upload", code="upload_failed")
@@ -202,145 +199,10 @@ class PresignedUploads:
         log.info("upload.resumed", upload_id=str(upload_id), parts_received=len(received), parts_missing=len(missing))
         return UploadProgress(session, completed=False, received=received, parts=parts)
 
-    async def complete(self, *, owner_id: str, upload_id: uuid.UUID, parts: Sequence[CompletedPart]) -> Document:
-        """Verify the uploaded object against the declaration and store the document.
 
-        Idempotent: completing a completed upload returns its document. Raises ``NotFound``,
-        ``Conflict`` (``not_uploaded``), ``Unprocessable`` (``checksum_mismatch``,
-        ``parts_required``, ``invalid_parts``), ``Gone`` (``upload_expired``,
-        ``upload_aborted``, ``upload_failed``) and ``Duplicate``.
-        """
-        session = await self._session(owner_id, upload_id)
-        if session.document_status in COMPLETED:
-            return await self._document(owner_id, upload_id)
-        if session.document_status is not Status.PENDING or session.status is not SessionStatus.PENDING:
-            # a plain presigned PUT cannot be revoked: bytes sent after the upload failed are removed here
-            await self._fail(session, FailureReason.ABORTED)
-            raise gone(session)
-        if session.expired:
-            if not await self._fail(session, FailureReason.EXPIRED):
-                return await self._document(owner_id, upload_id)
-            raise gone(session, FailureReason.EXPIRED)
-
-        key = session.object_key
-        if session.multipart_upload_id is not None:
-            await self._store.complete_multipart(
-                key, session.multipart_upload_id, checked_parts(parts, session.part_count)
-            )
-        size = await self._store.size_of(key)
-        if size is None:
-            raise Conflict("nothing was uploaded to this upload's URL yet", code="not_uploaded")
-        blob = StoredBlob(size_bytes=size, sha256="") if size != session.size_bytes else await self._store.measure(key)
-        if blob is None:
-            raise Conflict("nothing was uploaded to this upload's URL yet", code="not_uploaded")
-        if not matches(session, blob):
-            await self._reject(session, blob)
-
-        try:
-            async with self._uow() as uow:
-                document = await store_upload(uow, upload_id, blob)
-                await uow.commit()
-        except Duplicate:
-            if await self._fail(session, FailureReason.DUPLICATE):
-                log.info("upload.duplicate", upload_id=str(upload_id), sha256=blob.sha256)
-            raise
-        if document is None:  # aborted or completed concurrently: the row says who won
-            if not await self._fail(session, FailureReason.ABORTED):
-                return await self._document(owner_id, upload_id)
-            raise gone(await self._session(owner_id, upload_id))
-        log.info(
-            "upload.completed",
-            upload_id=str(upload_id),
-            size_bytes=blob.size_bytes,
-            sha256=blob.sha256,
-            multipart=session.multipart_upload_id is not None,
-        )
-        return document
-
-    async def _reject(self, session: UploadSession, blob: StoredBlob) -> None:
-        """Fail the upload whose bytes do not match the declaration, then remove them."""
-        await self._fail(session, FailureReason.CHECKSUM_MISMATCH)
-        log.warning(
-            "upload.checksum_mismatch",
-            upload_id=str(session.id),
-            expected_size=session.size_bytes,
-            actual_size=blob.size_bytes,
-            expected_sha256=session.sha256,
-            actual_sha256=blob.sha256 or None,
-        )
-        raise checksum_mismatch(session, blob)
-
-    async def abort(self, *, owner_id: str, upload_id: uuid.UUID) -> None:
-        """Abandon the upload: ``failed``, parts aborted, any uploaded object removed.
-
-        Idempotent for an upload that already failed. Raises ``NotFound`` and ``Conflict``
-        (``upload_completed``: the document exists; delete it instead).
-        """
-        session = await self._session(owner_id, upload_id)
-        if session.document_status in COMPLETED or not await self._fail(session, FailureReason.ABORTED):
-            error = Conflict(
-                "this upload completed; delete the document instead",
-                code="upload_completed",
-                document_id=str(upload_id),
-            )
-            error.headers["Location"] = f"/v1/documents/{upload_id}"
-            raise error
-
-    async def _fail(self, session: UploadSession, reason: FailureReason) -> bool:
-        """Mark the upload failed (committed first), then release its S3 resources.
-
-        An upload that had already failed is cleaned again (a retry after a crash). Returns
-        False, touching nothing in S3, when the document was stored meanwhile.
-        """
-        async with self._uow() as uow:
-            failed_now = await fail_upload(uow, session.id, reason)
-            await uow.commit()
-        if not failed_now:
-            current = await self._sessions.get(session.owner_id, session.id)
-            if current is None or current.document_status is not Status.FAILED:
-                return False
-        if session.multipart_upload_id is not None:
-            await self._store.abort_multipart(session.object_key, session.multipart_upload_id)
-        await self._store.delete(session.object_key)
-        if failed_now:
-            log.info("upload.aborted", upload_id=str(session.id), reason=str(reason))
-        return True
-
-    async def _session(self, owner_id: str, upload_id: uuid.UUID) -> UploadSession:
-        session = await self._sessions.get(owner_id, upload_id)
-        if session is None:
-            raise NotFound("upload not found")
-        return session
-
-    async def _document(self, owner_id: str, document_id: uuid.UUID) -> Document:
-        document = await self._documents.get(owner_id, document_id)
-        if document is None:  # stored, then deleted by its owner
-            raise NotFound("upload not found")
-        return document
-
-
-async def store_upload(uow: UnitOfWork, upload_id: uuid.UUID, blob: StoredBlob) -> Document | None:
-    """In ``uow``: ``pending`` → ``stored`` (with its event) and the session completed.
-
-    ``None`` when the document is no longer ``pending``; ``Duplicate`` when the owner
-    stored this content meanwhile.
-    """
-    pending = await uow.documents.lock(upload_id)
-    if pending is None or pending.status is not Status.PENDING:
-        return None
-    document = await uow.apply(pending.store(blob))
-    await uow.sessions.mark_completed(upload_id)
-    return document
-
-
-async def fail_upload(uow: UnitOfWork, upload_id: uuid.UUID, reason: FailureReason) -> bool:
-    """In ``uow``: ``pending`` → ``failed`` (``document.failed``, ``upload_<reason>``) and the session's reason.
-
-    False, changing nothing, when the document is no longer ``pending``.
-    """
-    pending = await uow.documents.lock(upload_id)
-    if pending is None or pending.status is not Status.PENDING:
-        return False
-    await uow.apply(pending.fail(f"upload_{reason}"))
-    await uow.sessions.mark_failed(upload_id, reason)
-    return True
+async def owned_session(sessions: UploadSessions, owner_id: str, upload_id: uuid.UUID) -> UploadSession:
+    """The owner's upload session; ``NotFound`` for an unknown one or another owner's."""
+    session = await sessions.get(owner_id, upload_id)
+    if session is None:
+        raise NotFound("upload not found")
+    return session

@@ -26,5 +26,5 @@ def test_short_chaos_soak_keeps_every_invariant(tmp_path: Path) -> None:
     line = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, f"{line}\n{result.stderr[-6000:]}"
     figures = dict(re.findall(r"(\w+)=(-?\d+)", line))
-    assert int(figures["acked"]) > 50, line  # the workload really ran
+    assert int(figures["acked"]) > 20, line  # the workload really ran (~120 on an idle machine)
     assert all(int(value) == 0 for name, value in figures.items() if name not in {"acked", "deleted"}), line

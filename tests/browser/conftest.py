@@ -69,9 +69,10 @@ class Stack:
         return {"Authorization": f"Bearer {self.token(owner)}"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def console_stack(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """`python -m depot_devstack` on free ports with its own database; stopped (SIGTERM) at the end."""
+    """`python -m depot_devstack` on free ports with its own database; stopped (SIGTERM) after the module, so
+    its processes and PostgreSQL connections do not outlive the browser tests."""
     tmp = tmp_path_factory.mktemp("console")
     name = f"depot_console_{secrets.token_hex(4)}"
     database = servers.recreate_database(postgres_admin_url, name)
@@ -120,9 +121,9 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    """Debian's Chromium, headless, started once for the session."""
+    """Debian's Chromium, headless, started once for the module."""
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:

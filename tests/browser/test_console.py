@@ -92,32 +92,43 @@ async def test_sign_in_by_link_keeps_the_token_for_the_tab_only_and_sign_out_for
 async def test_three_uploads_name_the_duplicate_and_reach_indexed_live(
     console_stack: Stack, page: Page, files: Path
 ) -> None:
-    """Three chosen files: the duplicate is named with a link to the original, the others reach indexed live."""
+    """Three files: the later copy is named a duplicate before its bytes are sent, linked to the original; the
+    others reach indexed live, and the status line counts what is in flight."""
     who = owner("alice")
     word = f"zebra{secrets.token_hex(3)}"
     (files / "notes.txt").write_text(f"minutes of the {word} migration meeting\n")
     (files / "budget.md").write_text("budget of the walrus project\n")
     (files / "copy-of-notes.txt").write_text(f"minutes of the {word} migration meeting\n")
     await sign_in(page, console_stack, who)
-    await page.get_by_label("Choose files").set_input_files(
-        [files / "notes.txt", files / "budget.md", files / "copy-of-notes.txt"]
+    await page.evaluate(  # every text the status line shows, however briefly
+        """window.statusTexts = [];
+        new MutationObserver(() => statusTexts.push(document.getElementById("status-line").textContent))
+          .observe(document.getElementById("status-line"), {childList: true, characterData: true, subtree: true})"""
     )
+    await page.get_by_label("Choose files").set_input_files([files / "notes.txt", files / "budget.md"])
+    for name in ("notes.txt", "budget.md"):
+        await expect(uploads(page).filter(has_text=name)).to_contain_text("Stored.")
+    puts: list[str] = []
+    page.on("request", lambda request: puts.append(request.url) if request.method == "PUT" else None)
+    await page.get_by_label("Choose files").set_input_files([files / "copy-of-notes.txt"])
     duplicate = uploads(page).filter(has_text="copy-of-notes.txt")
     await expect(duplicate).to_contain_text("Duplicate")
     await expect(duplicate.get_by_role("link", name="notes.txt")).to_be_visible()
+    assert puts == [], "no byte of the duplicate was sent"
     await duplicate.get_by_role("link", name="notes.txt").click()
     await expect(page.get_by_role("dialog", name="notes.txt")).to_contain_text("SHA-256")
     await page.get_by_role("button", name="Close").click()
     for name in ("notes.txt", "budget.md"):
         await expect(documents(page).filter(has_text=name)).to_contain_text(STORED_OR_LATER)
     await expect(documents(page)).to_have_count(2)
-    await screenshot(page, "console-upload.png")
     await page.set_viewport_size({"width": 375, "height": 800})
     assert await page.evaluate("document.documentElement.scrollWidth") <= 375, "usable at 375 px: no sideways scroll"
     await page.set_viewport_size({"width": 1100, "height": 900})
     for name in ("notes.txt", "budget.md"):
         await expect(documents(page).filter(has_text=name)).to_contain_text("indexed", timeout=30_000)
     await expect(page.get_by_role("status").first).to_contain_text("Nothing of yours in flight")
+    shown = await page.evaluate("window.statusTexts")
+    assert any(re.search(r"2 of your documents in flight; the oldest has waited \d+ s", text) for text in shown)
     await screenshot(page, "console-upload.png")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,7 +13,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import structlog
+import structlog.testing
 
+from depot_common.outbox import OutboxRelay
 from depot_upload.settings import UploadSettings
 from tests.multipart import multipart
 from tests.upload_helpers import Auth, object_keys, owner, unique_text, upload
@@ -56,17 +60,56 @@ async def test_keys_are_scoped_to_their_owner(http: httpx.AsyncClient, upload_ap
     assert bob.json()["owner_id"] == "bob"
 
 
+async def stalled_upload(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], data: bytes, release: asyncio.Event
+) -> httpx.Response:
+    """POST /v1/documents whose body stops after the file's first byte until ``release`` is set."""
+    boundary = "stall" + secrets.token_hex(6)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="race.txt"\r\n\r\n'.encode()
+        yield data[:1]
+        await release.wait()
+        yield data[1:] + f"\r\n--{boundary}--\r\n".encode()
+
+    content_type = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    return await http.post(f"{url}/v1/documents", content=body(), headers={**headers, **content_type})
+
+
+async def overlapping_uploads(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], data: bytes, pool: asyncpg.Pool, owner_id: str
+) -> list[httpx.Response]:
+    """Two uploads of ``data`` held mid-body until both have their pending row, then finished together."""
+    release = asyncio.Event()
+    requests = [asyncio.create_task(stalled_upload(http, url, headers, data, release)) for _ in range(2)]
+    query = "SELECT count(*) FROM upload.documents WHERE owner_id = $1 AND status = 'pending'"
+    for _ in range(500):
+        if await pool.fetchval(query, owner_id) == 2:
+            break
+        assert not any(request.done() for request in requests), [r.result().text for r in requests if r.done()]
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the two uploads never were in flight together")
+    release.set()
+    return list(await asyncio.gather(*requests))
+
+
 async def test_concurrent_retries_with_one_key_store_once(
     http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
 ) -> None:
-    """Two simultaneous requests with the same key and content: both get 201 with one document."""
-    headers = {**auth("erin"), "Idempotency-Key": f"key-{secrets.token_hex(8)}"}
+    """Two requests with the same key and content, both in flight at once: both get 201 with one document, the
+    loser through the idempotency race branch."""
+    me = owner()
+    headers = {**auth(me), "Idempotency-Key": f"key-{secrets.token_hex(8)}"}
     data = unique_text()
-    responses = await asyncio.gather(*(upload(http, upload_api, headers, data) for _ in range(2)))
+    with structlog.testing.capture_logs() as logs:
+        responses = await overlapping_uploads(http, upload_api, headers, data, pg_pool, me)
     assert [r.status_code for r in responses] == [201, 201]
     assert responses[0].json()["id"] == responses[1].json()["id"]
     sha = hashlib.sha256(data).hexdigest()
     assert await pg_pool.fetchval("SELECT count(*) FROM upload.documents WHERE sha256 = $1", sha) == 1
+    races = [entry for entry in logs if entry["event"] == "upload.idempotency_race"]
+    assert [entry["document_id"] for entry in races] == [responses[0].json()["id"]]
 
 
 async def test_a_malformed_idempotency_key_is_400(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
@@ -110,6 +153,38 @@ async def test_batch_handles_each_file_alone(
         document = results[index]["document"]
         fetched = await http.get(f"{upload_api}/v1/documents/{document['id']}", headers=auth("alice"))
         assert fetched.json()["status"] == "stored"
+
+
+async def test_batch_refuses_the_files_beyond_the_batch_limit(
+    make_settings: Callable[..., Any], http: httpx.AsyncClient, auth: Auth, pg_pool: asyncpg.Pool, s3: Any
+) -> None:
+    """With DEPOT_BATCH_MAX_FILES=2, a batch of four stores the first two and answers 400 batch_limit_exceeded for
+    the rest, storing nothing of them."""
+    from depot_upload.bootstrap import build_app
+    from tests.conftest import serve
+
+    settings = make_settings(UploadSettings, batch_max_files=2)
+    files = [unique_text(f"limit-{n}") for n in range(4)]
+    body, headers = multipart([("files", f"f{n}.txt", data) for n, data in enumerate(files)])
+    me = owner()
+    before = await object_keys(s3, settings.s3_bucket)
+    async with serve(build_app(settings)) as url:
+        response = await http.post(f"{url}/v1/documents:batch", content=body, headers={**headers, **auth(me)})
+    assert response.status_code == 207
+    results = response.json()["results"]
+    assert [(r["filename"], r["status"]) for r in results] == [
+        ("f0.txt", 201),
+        ("f1.txt", 201),
+        ("f2.txt", 400),
+        ("f3.txt", 400),
+    ]
+    assert [r["error"]["error"] for r in results[2:]] == ["batch_limit_exceeded"] * 2
+    rows = await pg_pool.fetch("SELECT sha256, status FROM upload.documents WHERE owner_id = $1", me)
+    assert sorted((r["sha256"], r["status"]) for r in rows) == sorted(
+        (hashlib.sha256(data).hexdigest(), "stored") for data in files[:2]
+    )
+    new_keys = await object_keys(s3, settings.s3_bucket) - before
+    assert new_keys == {f"documents/{r['document']['id']}" for r in results[:2]}
 
 
 async def test_batch_without_files_is_422(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:
@@ -256,9 +331,10 @@ async def test_deleted_content_can_be_uploaded_again(http: httpx.AsyncClient, up
 
 
 async def test_status_reports_backlog_and_the_callers_pending_uploads(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool, relay: OutboxRelay
 ) -> None:
-    """GET /v1/status counts the outbox backlog and only the caller's pending uploads."""
+    """GET /v1/status reports exactly the unpublished rows of upload.outbox and the age of the oldest, and counts
+    only the caller's pending uploads."""
     me = owner()
     await pg_pool.execute(
         "INSERT INTO upload.documents (id, owner_id, filename, content_type, object_key, status)"
@@ -267,10 +343,39 @@ async def test_status_reports_backlog_and_the_callers_pending_uploads(
         me,
         f"documents/{doc}",
     )
-    body = (await http.get(f"{upload_api}/v1/status", headers=auth(me))).json()
+    published = (await upload(http, upload_api, auth(me), unique_text("published"))).json()["id"]
+    query = "SELECT published_at IS NOT NULL FROM upload.outbox WHERE key = $1"
+    for _ in range(200):  # published rows exist, so counting them too would show
+        if await pg_pool.fetchval(query, published):
+            break
+        await asyncio.sleep(0.05)
+    async with pg_pool.acquire() as conn:
+        # Lock every unpublished row (ours among them): a relay may send them but cannot mark them, so the
+        # backlog stands still while it is compared.
+        for _ in range(20):
+            created = (await upload(http, upload_api, auth(me), unique_text("status"))).json()
+            held = conn.transaction()
+            await held.start()
+            locked = await conn.fetch("SELECT key FROM upload.outbox WHERE published_at IS NULL FOR UPDATE")
+            if created["id"] in {row["key"] for row in locked}:
+                break
+            await held.rollback()
+        else:
+            pytest.fail("the relay marked every new event before the test could hold one")
+        assert await conn.fetchval(query, published)
+        try:
+            expected = await conn.fetchrow(
+                "SELECT count(*) AS n, extract(epoch FROM clock_timestamp() - min(created_at))::float8 AS age"
+                " FROM upload.outbox WHERE published_at IS NULL"
+            )
+            started = time.monotonic()
+            body = (await http.get(f"{upload_api}/v1/status", headers=auth(me))).json()
+            elapsed = time.monotonic() - started
+        finally:
+            await held.rollback()
     assert body["pending_uploads"] == 1
-    assert body["outbox_backlog"] >= 0
-    assert body["oldest_unpublished_age_s"] >= 0
+    assert body["outbox_backlog"] == expected["n"] >= 1
+    assert expected["age"] - 0.01 <= body["oldest_unpublished_age_s"] <= expected["age"] + elapsed + 0.01
     assert (await http.get(f"{upload_api}/v1/status", headers=auth(owner()))).json()["pending_uploads"] == 0
     assert (await http.get(f"{upload_api}/v1/status")).status_code == 401
 
@@ -297,20 +402,27 @@ async def test_cors_allows_only_the_configured_origins(
 
 
 async def test_simultaneous_identical_uploads_store_exactly_one(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth, s3: Any, upload_settings: UploadSettings
+    http: httpx.AsyncClient,
+    upload_api: str,
+    auth: Auth,
+    s3: Any,
+    upload_settings: UploadSettings,
+    pg_pool: asyncpg.Pool,
 ) -> None:
-    """Two concurrent uploads of the same content by one owner: one 201, one 409, one object in S3."""
+    """Two uploads of the same content by one owner, both in flight at once: one 201, one 409 decided by the
+    unique index, one object in S3."""
     me = owner()
     data = unique_text("race")
     before = await object_keys(s3, upload_settings.s3_bucket)
-    for _ in range(3):  # a few rounds make the interleaving likely to overlap
-        data = unique_text("race")
-        responses = await asyncio.gather(*(upload(http, upload_api, auth(me), data) for _ in range(2)))
-        assert sorted(r.status_code for r in responses) == [201, 409]
-        winner = next(r for r in responses if r.status_code == 201).json()["id"]
-        assert next(r for r in responses if r.status_code == 409).json()["existing_id"] == winner
-    after = await object_keys(s3, upload_settings.s3_bucket)
-    assert len(after - before) == 3
+    with structlog.testing.capture_logs() as logs:
+        responses = await overlapping_uploads(http, upload_api, auth(me), data, pg_pool, me)
+    assert sorted(r.status_code for r in responses) == [201, 409]
+    winner = next(r for r in responses if r.status_code == 201).json()["id"]
+    assert next(r for r in responses if r.status_code == 409).json()["existing_id"] == winner
+    assert [entry["sha256"] for entry in logs if entry["event"] == "upload.duplicate"] == [
+        hashlib.sha256(data).hexdigest()
+    ]
+    assert await object_keys(s3, upload_settings.s3_bucket) - before == {f"documents/{winner}"}
 
 
 async def test_owners_do_not_block_each_other(http: httpx.AsyncClient, upload_api: str, auth: Auth) -> None:

@@ -140,6 +140,11 @@ async def test_relay_killed_between_ack_and_mark_resends_and_the_index_is_unchan
     assert {row["version"] for row in rows} == {2}
 
 
+def publish_errors(schema: str) -> float:
+    """``depot_outbox_errors_total`` of ``schema``: publish attempts the relay saw fail."""
+    return REGISTRY.get_sample_value("depot_outbox_errors_total", {"schema": schema}) or 0
+
+
 async def put(pool: asyncpg.Pool, schema: str, topic: str, keys: list[str], numbers: range) -> None:
     async with pool.acquire() as conn, conn.transaction():
         for n in numbers:
@@ -167,8 +172,13 @@ async def test_events_written_while_the_broker_is_unreachable_flow_after_it_retu
             await put(pg_pool, schema, topic, keys, range(0, 6))
             await wait_all_marked(pg_pool, schema)
             await proxy.cut()
+            errors_before = publish_errors(schema)
             await put(pg_pool, schema, topic, keys, range(6, 36))
-            await asyncio.sleep(4)
+            for _ in range(300):  # the relay tries, and fails, at least twice
+                if publish_errors(schema) >= errors_before + 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert publish_errors(schema) >= errors_before + 2, "the relay tried to publish while the broker was away"
             unpublished = f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"
             assert await pg_pool.fetchval(unpublished) == 30, "nothing is marked while the broker is unreachable"
             await proxy.start()
@@ -196,8 +206,8 @@ async def test_sigterm_mid_batch_commits_what_was_applied_and_loses_nothing(
     tmp_path: Path,
     upload_api: str,
 ) -> None:
-    """SIGTERM while a backlog is being indexed: the indexer exits 0 promptly having committed what it applied;
-    restarted, it indexes the rest, and no event is applied twice."""
+    """SIGTERM while a backlog is certainly being indexed (one partition is held on a row lock): the indexer exits
+    0 promptly having committed what it applied; restarted, it indexes the rest, and no event is applied twice."""
     name = f"depot_sigterm_{secrets.token_hex(4)}"
     database = await asyncio.to_thread(servers.recreate_database, postgres_admin_url, name)
     group = f"sigterm-{secrets.token_hex(4)}"
@@ -209,7 +219,7 @@ async def test_sigterm_mid_batch_commits_what_was_applied_and_loses_nothing(
         "DEPOT_CONSUMER_SESSION_TIMEOUT": "2",
         "DEPOT_LOG_FORMAT": "json",
     }
-    documents = [uuid.uuid4() for _ in range(1500)]
+    documents = [uuid.uuid4() for _ in range(600)]  # one partition is held, so the backlog need not be long
     events = [stored_event(d, n) for n, d in enumerate(documents)]
     producer = make_producer(upload_settings.kafka_servers, linger_ms=20)
     await producer.start()
@@ -221,9 +231,23 @@ async def test_sigterm_mid_batch_commits_what_was_applied_and_loses_nothing(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=3)
     assert pool is not None
+    held = documents[0]  # the first of ours in its partition: ~250 of ours follow it there
+    holder = await pool.acquire()
     try:
+        await migrate(pool, "search", SEARCH_MIGRATIONS)
+        await pool.execute(
+            "INSERT INTO search.index_entries (document_id, owner_id, version, status, indexed_at)"
+            " VALUES ($1, 'relay-test', 1, 'removed', now())",
+            held,
+        )
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("SELECT 1 FROM search.index_entries WHERE document_id = $1 FOR UPDATE", held)
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
 
         async def indexed() -> int:
             try:
@@ -236,10 +260,12 @@ async def test_sigterm_mid_batch_commits_what_was_applied_and_loses_nothing(
                 return 0
 
         first = indexer_process(env, tmp_path / "first.log")
-        while (done := await indexed()) < 50:
+        while (done := await indexed()) < 50 or not await pool.fetchval(waiting):
             assert first.poll() is None, (tmp_path / "first.log").read_text()
             await asyncio.sleep(0.02)
         first.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        await lock.rollback()  # the held event completes; its partition then stops behind it
         assert await asyncio.to_thread(first.wait, 15) == 0
         at_exit = await indexed()
         assert at_exit < len(documents), "the signal arrived mid-backlog"
@@ -256,8 +282,13 @@ async def test_sigterm_mid_batch_commits_what_was_applied_and_loses_nothing(
             second.send_signal(signal.SIGTERM)
             await asyncio.to_thread(second.wait, 15)
     finally:
+        await pool.release(holder)
         await pool.close()
         await asyncio.to_thread(servers.drop_database, postgres_admin_url, name)
+    first_lines = [json.loads(line) for line in (tmp_path / "first.log").read_text().splitlines() if line[:1] == "{"]
+    assert [line.get("event_id") for line in first_lines if line["event"] == "consumer.applied"].count(
+        str(events[0].id)
+    ) == 1, "the held event was applied by the first process, after the signal"
     lines = [json.loads(line) for line in (tmp_path / "second.log").read_text().splitlines() if line.startswith("{")]
     ours = {str(event.id) for event in events}
     redelivered = [line for line in lines if line["event"] == "consumer.duplicate" and line.get("event_id") in ours]

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 from pydantic import BaseModel
 
+from depot_common.db import create_pool
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent
 from depot_common.kafka import ensure_topics, make_producer
 from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
+from depot_devstack import servers
 from depot_upload.settings import UploadSettings
 from tests.conftest import background
 from tests.kafka_helpers import event_of, read_until, with_subject
@@ -78,37 +85,106 @@ async def put_events(pool: asyncpg.Pool, schema: str, topic: str, key: str, numb
             await enqueue(conn, schema, topic=topic, key=key, event=event)
 
 
-async def test_one_relay_is_active_and_a_standby_takes_over(
-    scratch_outbox: tuple[str, str],
-    pg_pool: asyncpg.Pool,
-    upload_settings: UploadSettings,
-    kafka_bootstrap: str,
+def relay_metric(http: httpx.Client, port: int, name: str) -> float:
+    """``name{schema="upload"}`` on a relay process's /metrics (0 while the series does not exist yet)."""
+    for line in http.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        if line.startswith(f'{name}{{schema="upload"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await asyncio.to_thread(condition):
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+async def test_a_killed_relay_process_is_replaced_by_the_standby(
+    stack_env: dict[str, str], postgres_admin_url: str, tmp_path: Path
 ) -> None:
-    """Of two relays only one publishes; when it dies the standby takes over within 10 s and nothing is lost."""
-    schema, topic = scratch_outbox
-    producer = make_producer(upload_settings.kafka_servers)
-    await producer.start()
-    relays = [
-        OutboxRelay(dsn=upload_settings.database_url, schema=schema, producer=producer, poll_interval=0.2)
-        for _ in range(2)
-    ]
+    """Of two `depot-upload relay` processes only the first publishes; SIGKILLed, it is replaced within 10 s by the
+    standby, which publishes every event that follows, in order, nothing lost."""
+    name = f"depot_relay_{secrets.token_hex(4)}"
+    database = await asyncio.to_thread(servers.recreate_database, postgres_admin_url, name)
+    broker, bootstrap = servers.start_tansu(tmp_path)  # its own broker: no session consumer sees these events
+    ports = [servers.free_port(), servers.free_port()]
+    processes: list[subprocess.Popen[bytes]] = []
+    http = httpx.Client(timeout=5)
+
+    def start_relay(port: int) -> None:
+        env = {
+            **os.environ,
+            **stack_env,
+            "DEPOT_DATABASE_URL": database,
+            "DEPOT_KAFKA_BOOTSTRAP": bootstrap,
+            "DEPOT_OPS_PORT": str(port),
+            "DEPOT_RELAY_POLL_INTERVAL": "1",
+        }
+        with (tmp_path / f"relay-{port}.log").open("ab") as sink:
+            command = [sys.executable, "-m", "depot_upload", "relay"]
+            processes.append(subprocess.Popen(command, env=env, stdout=sink, stderr=sink))
+
+    def reports(port: int, active: float) -> bool:
+        try:
+            text = http.get(f"http://127.0.0.1:{port}/metrics").text
+        except httpx.TransportError:
+            return False
+        return f'depot_outbox_relay_active{{schema="upload"}} {active}' in text
+
+    def published(port: int) -> float:
+        return relay_metric(http, port, "depot_outbox_published_total")
+
+    first, second = ports
     try:
-        async with background(relays[0].run()) as first:
-            await asyncio.wait_for(relays[0].active.wait(), 5)
-            async with background(relays[1].run()):
-                await put_events(pg_pool, schema, topic, "doc-1", range(0, 10))
-                await asyncio.sleep(1)
-                assert relays[0].active.is_set()
-                assert not relays[1].active.is_set()
-                first.cancel()  # the active relay dies (its connection, and lock, go with it)
-                await put_events(pg_pool, schema, topic, "doc-1", range(10, 20))
-                await asyncio.wait_for(relays[1].active.wait(), 10)
-                records = await read_until(kafka_bootstrap, topic, lambda rs: len(rs) >= 20, timeout=10)
-                await wait_all_marked(pg_pool, schema)
+        try:
+            await takeover(start_relay, reports, published, first, second, database, processes)
+        except AssertionError as error:
+            logs = "\n".join(path.read_text() for path in sorted(tmp_path.glob("relay-*.log")))
+            raise AssertionError(f"{error}\n--- relay logs ---\n{logs[-6000:]}") from error
+        records = await read_until(bootstrap, DOCUMENTS_TOPIC, lambda rs: len(rs) >= 20, timeout=20)
     finally:
-        await producer.stop()
+        http.close()
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                await asyncio.to_thread(process.wait, 15)
+        broker.stop()
+        await asyncio.to_thread(servers.drop_database, postgres_admin_url, name)
     numbers = [event_of(record)["data"]["n"] for record in records]
     assert numbers == list(range(20)), "per-key order is kept across the takeover, nothing lost or doubled"
+
+
+async def takeover(
+    start_relay: Callable[[int], None],
+    reports: Callable[[int, float], bool],
+    published: Callable[[int], float],
+    first: int,
+    second: int,
+    database: str,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    """Start two relays, publish, SIGKILL the active one, publish again: the checks of the test above."""
+    pool = None
+    try:
+        start_relay(first)
+        await wait_for(lambda: reports(first, 1.0), 60, "the first relay became active")
+        start_relay(second)
+        await wait_for(lambda: reports(second, 0.0), 60, "the second relay waits as a standby")
+        pool = await create_pool(database, max_size=2)
+        await put_events(pool, "upload", DOCUMENTS_TOPIC, "doc-1", range(0, 10))
+        await wait_all_marked(pool, "upload", timeout=20)
+        assert (published(first), published(second)) == (10, 0), "only the active relay publishes"
+
+        processes[0].kill()  # SIGKILL: no clean close; its connection, and lock, die with it
+        assert await asyncio.to_thread(processes[0].wait, 10) == -signal.SIGKILL
+        await put_events(pool, "upload", DOCUMENTS_TOPIC, "doc-1", range(10, 20))
+        await wait_for(lambda: reports(second, 1.0), 10, "the standby took over within 10 s")
+        await wait_all_marked(pool, "upload", timeout=20)
+        assert published(second) == 10, "the standby published every event after the kill"
+    finally:
+        if pool is not None:
+            await pool.close()
 
 
 async def wait_all_marked(pool: asyncpg.Pool, schema: str, timeout: float = 5) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import structlog.testing
 from botocore.exceptions import ClientError
 
 from depot_upload.settings import UploadSettings
@@ -223,15 +224,49 @@ async def test_live_upload_of_the_same_content_is_returned_again(
 
 
 async def test_concurrent_starts_of_the_same_content_share_one_upload(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
+    http: httpx.AsyncClient,
+    upload_api: str,
+    auth: Auth,
+    pg_pool: asyncpg.Pool,
+    s3: Any,
+    upload_settings: UploadSettings,
 ) -> None:
-    """Concurrent starts of the same content create one upload (one 201) and all name it."""
+    """Five starts of the same content held together at the per-content lock create one upload (one 201); the four
+    that lose the race name it and leave no multipart upload behind."""
     data = os.urandom(6 * MIB)
-    responses = await asyncio.gather(*(start(http, upload_api, auth("alice"), data) for _ in range(5)))
+    lock = f"upload:alice:{sha256(data)}"
+    waiting = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid::bigint = (hashtextextended($1, 0) >> 32) & 4294967295"
+        " AND objid::bigint = hashtextextended($1, 0) & 4294967295"
+    )
+    listed = await s3.list_multipart_uploads(Bucket=upload_settings.s3_bucket)
+    keys_before = {upload["Key"] for upload in listed.get("Uploads", [])}
+    async with pg_pool.acquire() as holder:
+        await holder.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
+        try:
+            with structlog.testing.capture_logs() as logs:
+                starts = [asyncio.create_task(start(http, upload_api, auth("alice"), data)) for _ in range(5)]
+                for _ in range(500):  # every start has passed its look-up and waits to create
+                    if await pg_pool.fetchval(waiting, lock) == 5:
+                        break
+                    await asyncio.sleep(0.02)
+                else:
+                    pytest.fail("the five starts never waited together")
+                await holder.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
+                responses = await asyncio.gather(*starts)
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock_all()")
     assert sorted(response.status_code for response in responses) == [200, 200, 200, 200, 201]
-    assert len({response.json()["upload_id"] for response in responses}) == 1
+    upload_ids = {response.json()["upload_id"] for response in responses}
+    assert len(upload_ids) == 1
     count = await pg_pool.fetchval("SELECT count(*) FROM upload.upload_sessions WHERE sha256 = $1", sha256(data))
     assert count == 1
+    assert [entry["upload_id"] for entry in logs if entry["event"] == "upload.start_race_lost"] == [*upload_ids] * 4
+    listed = await s3.list_multipart_uploads(Bucket=upload_settings.s3_bucket)
+    in_progress = {upload["Key"] for upload in listed.get("Uploads", [])} - keys_before
+    assert in_progress == {f"documents/{upload_id}" for upload_id in upload_ids}
 
 
 async def test_content_already_stored_is_409_duplicate_with_location(

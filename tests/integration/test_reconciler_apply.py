@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from depot_common.events import COMPENSATIONS_TOPIC, EVENT_TYPES, RawCloudEvent
+from depot_common.events import (
+    COMPENSATIONS_TOPIC,
+    DOCUMENTS_TOPIC,
+    EVENT_TYPES,
+    CloudEvent,
+    DocumentStored,
+    RawCloudEvent,
+)
+from depot_common.lifecycle import background_task
+from depot_devstack import servers
+from depot_indexer.bootstrap import indexer_consumer
+from depot_indexer.settings import IndexerSettings
 from depot_reconciler.apply import ApplyResult, SafetyStop, apply_plan
 from depot_reconciler.plan import run_lock
-from tests.integration.test_reconciler_plan import World, plan, plant_one_of_each, reconcile_world
+from depot_reconciler.relay import run_relay as reconciler_relay
+from depot_upload.bootstrap import compensation_consumer
+from depot_upload.bootstrap import run_relay as upload_relay
+from depot_upload.settings import UploadSettings
+from tests.integration.test_reconciler_plan import (
+    DAY,
+    World,
+    plan,
+    plant_one_of_each,
+    reconcile_world,
+    stored_findings,
+)
+from tests.invariants import measure_invariants
 
 
 @pytest.fixture
@@ -118,3 +145,124 @@ async def test_a_plan_within_the_allowed_share_applies(world: World) -> None:
     applied = await apply(world, result.run_id, max_fraction=0.05)
     assert applied.emitted == {"missing_blob": 1}
     assert await outbox_events(world) == {("compensation.missing_blob", str(missing))}
+
+
+async def real_document(world: World, status: str, body: bytes, *, version: int = 2, age: int = DAY) -> uuid.UUID:
+    """A document row whose size and SHA-256 are those of ``body`` (no object written)."""
+    document_id = await world.document(status, size=len(body), version=version, age=age)
+    sha256 = hashlib.sha256(body).hexdigest()
+    await world.pool.execute("UPDATE upload.documents SET sha256 = $2 WHERE id = $1", document_id, sha256)
+    return document_id
+
+
+async def plant_every_class(world: World) -> set[tuple[str, str]]:
+    """A consistent document and one real-bytes inconsistency of every class; return the expected findings."""
+    good = b"a consistent document\n"
+    consistent = await real_document(world, "stored", good)
+    await world.put_object(f"documents/{consistent}", good)
+    await world.index_entry(consistent, version=2)
+    orphan_key = f"documents/{uuid.uuid4()}"
+    await world.put_object(orphan_key, b"nobody's bytes")
+    missing = await real_document(world, "stored", b"bytes that were lost\n")
+    await world.index_entry(missing, version=2)
+    resized = await real_document(world, "stored", b"0123456789")
+    await world.put_object(f"documents/{resized}", b"012")
+    await world.index_entry(resized, version=2)
+    stale = await world.document("pending", size=None, age=2 * DAY)
+    await world.put_object(f"documents/{stale}", b"part of an upload")
+    text = b"quarterly zeppelin inventory\n"
+    unindexed = await real_document(world, "stored", text, version=3)
+    await world.put_object(f"documents/{unindexed}", text)
+    await world.index_entry(unindexed, version=2)
+    ghost = await world.document("deleted", version=3)
+    await world.index_entry(ghost, version=2)
+    stuck = uuid.uuid4()  # a valid event no relay has published for an hour (a replay of consistent's)
+    event = CloudEvent[DocumentStored](
+        source="depot/upload-api",
+        type="document.stored",
+        subject=str(consistent),
+        data=DocumentStored(
+            document_id=consistent,
+            owner_id="alice",
+            filename="a.txt",
+            content_type="text/plain",
+            size_bytes=len(good),
+            sha256=hashlib.sha256(good).hexdigest(),
+            object_key=f"documents/{consistent}",
+            version=2,
+        ),
+    )
+    await world.pool.execute(
+        "INSERT INTO upload.outbox (event_id, topic, key, value, created_at)"
+        " VALUES ($1, $2, $3, $4, now() - interval '1 hour')",
+        stuck,
+        DOCUMENTS_TOPIC,
+        str(consistent),
+        event.model_dump(mode="json"),
+    )
+    return {
+        ("orphan_object", orphan_key),
+        ("missing_blob", str(missing)),
+        ("missing_blob", str(resized)),
+        ("stale_upload", str(stale)),
+        ("unindexed", str(unindexed)),
+        ("ghost_index_entry", str(ghost)),
+        ("stuck_outbox", str(stuck)),
+    }
+
+
+async def test_every_class_is_repaired_end_to_end_by_the_owners_workers(
+    world: World, make_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Plant one of every class → dry run finds exactly them → apply → the reconciler's relay, upload-api's relay
+    and compensation worker and the indexer consumer run → a second dry run finds nothing and SPEC §8 holds."""
+    planted = await plant_every_class(world)
+    [reindexed] = [uuid.UUID(subject) for check, subject in planted if check == "unindexed"]
+    settings = world.settings(reconcile_grace=0)
+    result = await plan(world, settings)
+    assert await stored_findings(world, result.run_id) == planted
+    applied = await apply(world, result.run_id, force=True)
+    assert sum(applied.emitted.values()) == 6
+    assert applied.reported == 1
+
+    # the workers, on a broker of the test's own: they see only this world's events
+    broker, bootstrap = servers.start_tansu(tmp_path)
+    group = f"e2e-{secrets.token_hex(4)}"
+    common = {"database_url": world.database_url, "s3_bucket": world.bucket, "kafka_bootstrap": bootstrap}
+    reconciler_settings = world.settings(reconcile_grace=0, relay_poll_interval=1, kafka_bootstrap=bootstrap)
+    upload_settings: UploadSettings = make_settings(
+        UploadSettings,
+        **common,
+        compensations_group=f"{group}-upload",
+        consumer_session_timeout=2,
+        relay_poll_interval=1,
+    )
+    indexer_settings: IndexerSettings = make_settings(
+        IndexerSettings, **common, consumer_group=f"{group}-indexer", consumer_session_timeout=2
+    )
+    report = None
+    try:
+        async with (
+            background_task(reconciler_relay(reconciler_settings)),
+            background_task(upload_relay(upload_settings)),
+            compensation_consumer(upload_settings) as (compensations, _),
+            background_task(compensations.run()),
+            indexer_consumer(indexer_settings) as indexer,
+            background_task(indexer.run()),
+        ):
+            for _ in range(120):  # until the pipeline has drained and SPEC §8 holds, or a minute
+                report = await measure_invariants(world.pool, world.s3, settings, invariants=frozenset({1, 2, 3, 4}))
+                if not report.violations:
+                    break
+                await asyncio.sleep(0.5)
+    finally:
+        broker.stop()
+    assert report is not None
+    assert report.violations == []
+    report = await measure_invariants(world.pool, world.s3, settings, invariants=frozenset({1, 2, 3, 4, 6, 7}))
+    assert report.violations == []
+    assert (report.stored, report.objects, report.index_entries) == (2, 2, 2)
+    body = await world.pool.fetchval("SELECT body FROM search.index_entries WHERE document_id = $1", reindexed)
+    assert "zeppelin" in body
+    unpublished = "SELECT count(*) FROM {}.outbox WHERE published_at IS NULL"
+    assert [await world.pool.fetchval(unpublished.format(schema)) for schema in ("upload", "reconcile")] == [0, 0]

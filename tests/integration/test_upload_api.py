@@ -100,13 +100,26 @@ async def test_another_owners_document_is_404_not_403(http: httpx.AsyncClient, u
     ],
 )
 async def test_requests_without_a_valid_token_are_401(
-    http: httpx.AsyncClient, upload_api: str, headers: dict[str, str], code: str
+    http: httpx.AsyncClient,
+    upload_api: str,
+    headers: dict[str, str],
+    code: str,
+    pg_pool: asyncpg.Pool,
+    s3: Any,
+    upload_settings: UploadSettings,
 ) -> None:
-    """Missing, malformed or non-bearer credentials give 401 and store nothing."""
+    """Missing, malformed or non-bearer credentials give 401 and store nothing: no row, no object, no event."""
+    counts = (
+        "SELECT (SELECT count(*) FROM upload.documents) AS documents, (SELECT count(*) FROM upload.outbox) AS events"
+    )
+    rows_before = await pg_pool.fetchrow(counts)
+    keys_before = await object_keys(s3, upload_settings.s3_bucket)
     response = await upload(http, upload_api, headers, unique_text())
     assert response.status_code == 401
     assert response.json()["error"] == code
     assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert await pg_pool.fetchrow(counts) == rows_before
+    assert await object_keys(s3, upload_settings.s3_bucket) == keys_before
 
 
 async def test_expired_or_foreign_tokens_are_401(

@@ -104,15 +104,15 @@ def test_broken_pdf_raises_extraction_error_with_a_reason() -> None:
     assert caught.value.reason.startswith("pdf_unreadable: ")
 
 
-def test_truncated_pdf_yields_text_or_an_extraction_error_only() -> None:
-    """A PDF cut short (as a capped read may return) gives text or ExtractionError, never another error."""
-    outcome: str
-    try:
-        outcome = extract_text("application/pdf", "cut.pdf", _pdf("hello")[:100], max_chars=MAX)
-    except ExtractionError as error:
-        outcome = error.reason
-        assert outcome.startswith("pdf_unreadable: ")
-    assert isinstance(outcome, str)
+@pytest.mark.parametrize("cut", [100, 400, -10])
+def test_truncated_pdf_raises_an_extraction_error_naming_why(cut: int) -> None:
+    """A PDF cut short (as a capped read may return) raises ExtractionError with a pdf_unreadable reason, never
+    another error, while the whole PDF yields its text."""
+    whole = _pdf("hello", "second page")
+    assert "hello" in extract_text("application/pdf", "whole.pdf", whole, max_chars=MAX)
+    with pytest.raises(ExtractionError) as caught:
+        extract_text("application/pdf", "cut.pdf", whole[:cut], max_chars=MAX)
+    assert caught.value.reason.startswith("pdf_unreadable: ")
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,7 @@ class UploadService:
             if idempotency_key is not None:  # a concurrent request with this key may have won the race
                 recorded = await self._documents.find_idempotent(owner_id, idempotency_key)
                 if recorded is not None:
+                    log.info("upload.idempotency_race", document_id=str(recorded[1].id))
                     return self._compare(recorded, blob.sha256)
             log.info("upload.duplicate", sha256=blob.sha256)
             raise

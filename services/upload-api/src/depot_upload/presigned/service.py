@@ -132,8 +132,10 @@ class PresignedUploads:
             if multipart_id is not None:
                 await self._discard_multipart(key, multipart_id)
             raise
-        if not created and multipart_id is not None:  # lost the race to a concurrent start
-            await self._discard_multipart(key, multipart_id)
+        if not created:  # lost the race to a concurrent start
+            log.info("upload.start_race_lost", upload_id=str(session.id))
+            if multipart_id is not None:
+                await self._discard_multipart(key, multipart_id)
         return await self._ticket(session, created=created)
 
     async def _discard_multipart(self, key: str, multipart_id: str) -> None:

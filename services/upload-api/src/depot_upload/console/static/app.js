@@ -254,7 +254,7 @@ function statusLine() {
     if (doc.status === "pending" && !flying.has(id)) flying.set(id, Date.parse(doc.created_at));
   }
   for (const [id, since] of awaiting) if (!flying.has(id)) flying.set(id, since);
-  const live = streamState === "live" ? "Live" : "Reconnecting to live updates…";
+  const live = { live: "Live", connecting: "Connecting to live updates…" }[streamState] ?? "Reconnecting to live updates…";
   let text = `${live} · Nothing of yours in flight.`;
   if (flying.size) {
     const oldest = Math.max(0, (Date.now() - Math.min(...flying.values())) / 1000);

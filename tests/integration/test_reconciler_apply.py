@@ -25,8 +25,8 @@ from depot_devstack import servers
 from depot_indexer.bootstrap import indexer_consumer
 from depot_indexer.settings import IndexerSettings
 from depot_reconciler.apply import ApplyResult, SafetyStop, apply_plan
+from depot_reconciler.bootstrap import run_relay as reconciler_relay
 from depot_reconciler.plan import run_lock
-from depot_reconciler.relay import run_relay as reconciler_relay
 from depot_upload.bootstrap import compensation_consumer
 from depot_upload.bootstrap import run_relay as upload_relay
 from depot_upload.settings import UploadSettings

@@ -18,24 +18,50 @@ from depot_devstack import servers
 @contextmanager
 def api_process(stack_env: dict[str, str], log: Path, **extra: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`depot-upload serve` as a real process on a free port, with extra DEPOT_* settings."""
-    port = servers.free_port()
-    env = {**os.environ, **stack_env, "DEPOT_HTTP_PORT": str(port), **extra}
-    with log.open("ab") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "depot_upload", "serve"], env=env, stdout=sink, stderr=sink)
-    url = f"http://127.0.0.1:{port}"
+    with service_process("depot_upload", stack_env, log, **extra) as running:
+        yield running
+
+
+@contextmanager
+def service_process(
+    module: str, stack_env: dict[str, str], log: Path, **extra: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m <module> serve` (a Depot HTTP service) as a real process on a free port, stopped on exit."""
+    with service_processes({module: log}, stack_env, **extra) as running:
+        yield running[module]
+
+
+@contextmanager
+def service_processes(
+    logs: dict[str, Path], stack_env: dict[str, str], **extra: str
+) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], str]]]:
+    """`python -m <module> serve` for each module (started together, each on a free port), stopped on exit."""
+    running: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "upload API did not start"
-            time.sleep(0.1)
-        yield process, url
+        for module, log in logs.items():
+            port = servers.free_port()
+            env = {**os.environ, **stack_env, "DEPOT_HTTP_PORT": str(port), **extra}
+            with log.open("ab") as sink:
+                command = [sys.executable, "-m", module, "serve"]
+                running[module] = (
+                    subprocess.Popen(command, env=env, stdout=sink, stderr=sink),
+                    f"http://127.0.0.1:{port}",
+                )
+        deadline = time.monotonic() + 300  # a loaded machine imports slowly
+        for module, (process, url) in running.items():
+            while True:
+                assert process.poll() is None, logs[module].read_text()
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"{module} did not start"
+                time.sleep(0.1)
+        yield running
     finally:
-        if process.poll() is None:
-            process.terminate()
+        for process, _ in running.values():
+            if process.poll() is None:
+                process.terminate()
+        for process, _ in running.values():
             process.wait(10)

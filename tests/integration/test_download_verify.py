@@ -84,3 +84,14 @@ async def test_bytes_replaced_behind_depots_back_break_the_download_and_are_logg
     assert len(mismatch) == 1, logged
     assert document["id"] in mismatch[0]
     assert document["sha256"] in mismatch[0]
+    # leave the session's bucket consistent for other tests: the tampered document goes
+    deleted = await http.delete(f"{upload_api}/v1/documents/{document['id']}", headers=auth("alice"))
+    assert deleted.status_code == 204
+
+
+async def test_openapi_documents_the_repr_digest_of_the_content(http: httpx.AsyncClient, upload_api: str) -> None:
+    """GET /v1/documents/{id}/content lists Repr-Digest among its 200 response headers, and 307, 401, 404, 503."""
+    spec = (await http.get(f"{upload_api}/openapi.json")).json()
+    responses = spec["paths"]["/v1/documents/{document_id}/content"]["get"]["responses"]
+    assert {"200", "307", "401", "404", "503"} <= set(responses)
+    assert "Repr-Digest" in responses["200"]["headers"]

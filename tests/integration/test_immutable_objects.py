@@ -212,6 +212,21 @@ async def start_presigned(http: httpx.AsyncClient, api: str, headers: dict[str, 
     return upload
 
 
+async def issued_urls(http: httpx.AsyncClient, api: str, headers: dict[str, str], upload_id: str) -> list[Any]:
+    """Every URL Depot hands out for an upload besides the create response: a second start and a resume."""
+    resumed = await http.get(f"{api}/v1/uploads/{upload_id}", headers=headers)
+    assert resumed.status_code == 200, resumed.text
+    parts: list[Any] = resumed.json()["parts"]
+    assert parts
+    return parts
+
+
+async def put_other_bytes(http: httpx.AsyncClient, part: dict[str, Any], size: int) -> int:
+    """PUT other bytes of ``size`` to an issued URL with its headers; the status S3 answered."""
+    response = await http.put(part["url"], content=os.urandom(size), headers=part["headers"])
+    return response.status_code
+
+
 async def test_presigned_single_part_url_cannot_replace_the_stored_object(
     http: httpx.AsyncClient,
     api: str,
@@ -224,6 +239,7 @@ async def test_presigned_single_part_url_cannot_replace_the_stored_object(
     data = os.urandom(70_000)
     upload = await start_presigned(http, api, auth("alice"), data)
     (part,) = upload["parts"]
+    resumed = await issued_urls(http, api, auth("alice"), upload["upload_id"])
     put = await http.put(part["url"], content=data, headers=part["headers"])
     assert put.status_code == 200, put.text
     completed = await http.post(f"{api}/v1/uploads/{upload['upload_id']}/complete", headers=auth("alice"))
@@ -238,6 +254,7 @@ async def test_presigned_single_part_url_cannot_replace_the_stored_object(
     assert await replay_with_other_bytes(http, s3, bucket, key, sent) == [("PutObject", 412)]
     again = await http.put(part["url"], content=data, headers={**part["headers"], "Content-Type": "text/html"})
     assert again.status_code == 412, "not even the same bytes may replace the object (metadata included)"
+    assert [await put_other_bytes(http, url, len(data)) for url in resumed] == [412]  # the resume's URL too
     assert await head(s3, bucket, key) == before
     await assert_unchanged(http, api, auth("alice"), document, data)
 
@@ -253,6 +270,7 @@ async def test_presigned_multipart_urls_are_dead_after_complete(
     """After complete is 200, every part URL and Depot's own multipart calls are refused (S3 forgot the upload id)."""
     data = os.urandom(11 * MIB)
     upload = await start_presigned(http, api, auth("alice"), data)
+    resumed = await issued_urls(http, api, auth("alice"), upload["upload_id"])
     size = upload["part_size"]
     parts = []
     for part in upload["parts"]:
@@ -278,6 +296,8 @@ async def test_presigned_multipart_urls_are_dead_after_complete(
     outcomes = await replay_with_other_bytes(http, s3, bucket, key, sent)
     assert all(status >= 400 for status in carrying_bytes(outcomes)), outcomes
     await assert_upload_ids_forgotten(s3, bucket, key, sent)
+    assert [part["part_number"] for part in resumed] == [1, 2, 3]  # the resume's fresh URLs die the same way
+    assert all([await put_other_bytes(http, part, 5 * MIB) >= 400 for part in resumed])
     assert await head(s3, bucket, key) == before
     await assert_unchanged(http, api, auth("alice"), document, data)
     assert uuid.UUID(document["id"]) == uuid.UUID(upload["upload_id"])

@@ -238,7 +238,7 @@ async def test_search_api_pages_and_validates(index_pool: asyncpg.Pool, blobs: F
     async with httpx.AsyncClient(base_url=search_url) as client:
         assert (await client.get("/v1/search", params={"q": "otter"})).status_code == 401
         missing = await client.get("/v1/search", headers=_auth("h-erin"))
-        assert (missing.status_code, missing.json()["error"]) == (422, "missing_query")
+        assert (missing.status_code, missing.json()["error"]) == (422, "validation_error")
         blank = await client.get("/v1/search", params={"q": "  "}, headers=_auth("h-erin"))
         assert blank.status_code == 422
         bad = await client.get("/v1/search", params={"q": "otter", "cursor": "!!"}, headers=_auth("h-erin"))

@@ -24,10 +24,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from depot_common.auth import Principal, TokenVerifier
 from depot_common.errors import DependencyUnavailable, DepotError, Forbidden, Unauthorized
+from depot_common.openapi import ADMIN_SCHEME, complete_openapi
 from depot_common.outages import DRIVER_ERRORS, dependency_unavailable
 from depot_common.tracing import child_traceparent, current_traceparent
 
@@ -123,19 +125,35 @@ def _outage_response(outage: DependencyUnavailable, request: Request) -> JSONRes
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    if any(item.get("type") == "json_invalid" for item in error.errors()):
+        return JSONResponse({"error": "invalid_json", "message": "the request body is not valid JSON"}, status_code=400)
     details = [{"loc": list(item.get("loc", ())), "msg": item.get("msg", "")} for item in error.errors()]
     message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
     return JSONResponse({"error": "validation_error", "message": message, "details": details}, status_code=422)
 
 
+# the only 400 FastAPI raises itself: a request body it could not parse
+_HTTP_ERROR_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
+
+
+def allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """Every method some route of ``app`` answers at the request's path (several routes may share a path)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches({**scope, "method": next(iter(route_methods))})[0] == Match.FULL:
+            methods |= route_methods
+    return sorted(methods)
+
+
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    return JSONResponse(
-        {"error": code, "message": str(error.detail)},
-        status_code=error.status_code,
-        headers=getattr(error, "headers", None),
-    )
+    code = _HTTP_ERROR_CODES.get(error.status_code, "http_error")
+    headers = dict(getattr(error, "headers", None) or {})
+    if error.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+    message = "the request body is not valid JSON" if code == "invalid_json" else str(error.detail)
+    return JSONResponse({"error": code, "message": message}, status_code=error.status_code, headers=headers)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
@@ -178,7 +196,12 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Every dependency is reachable.")
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="Every dependency is reachable.",
+        responses={503: {"description": "A dependency is unreachable (same body, `status: unavailable`)."}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         async def run(name: str, check: ReadinessCheck) -> bool:
             try:
@@ -196,10 +219,17 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics.")
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics.",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    complete_openapi(app)
     return app
 
 
@@ -218,8 +248,16 @@ async def current_principal(
     return principal
 
 
-async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    """The caller, who must hold the ``admin`` role (403 otherwise)."""
+_admin_bearer = HTTPBearer(
+    auto_error=False, scheme_name=ADMIN_SCHEME, description="A bearer token whose roles include `admin`."
+)
+
+
+async def admin_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)]
+) -> Principal:
+    """The caller, who must hold the ``admin`` role (401 without a valid token, 403 without the role)."""
+    principal = await current_principal(request, credentials)
     if not principal.is_admin:
         raise Forbidden("admin role required")
     return principal

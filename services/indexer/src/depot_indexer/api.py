@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from depot_common.errors import Unprocessable
+from depot_common.cursor import InvalidCursor
+from depot_common.openapi import raises
 from depot_common.web import CurrentPrincipal
 from depot_indexer import repository
 from depot_indexer.domain import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 
 router = APIRouter(prefix="/v1", tags=["search"])
-
-
-class ErrorOut(BaseModel):
-    error: str
-    message: str
 
 
 class HitOut(BaseModel):
@@ -34,9 +30,6 @@ class SearchOut(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 422)}
-
-
 def get_pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
@@ -48,19 +41,17 @@ PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 @router.get(
     "/search",
     response_model=SearchOut,
-    responses=_ERRORS,
+    responses=raises(InvalidCursor),
     summary="Full-text search over the caller's documents, best match first.",
 )
 async def search(
     principal: CurrentPrincipal,
     pool: PoolDep,
-    q: Annotated[str | None, Query(max_length=1000, description="web-search syntax")] = None,
+    q: Annotated[str, Query(max_length=1000, pattern=r"\S", description="web-search syntax (not blank)")],
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> SearchOut:
     """Words, "quoted phrases", `or` and `-excluded` words; filenames match too."""
-    if q is None or not q.strip():
-        raise Unprocessable("the query parameter q is required", code="missing_query")
     position = Cursor.decode(cursor) if cursor else None
     page = await repository.search(pool, owner_id=principal.owner_id, query=q, limit=limit, cursor=position)
     return SearchOut(

@@ -10,18 +10,21 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from depot_common.cursor import CursorCodec, timestamp_field, uuid_field
+from depot_common.cursor import CursorCodec, InvalidCursor, timestamp_field, uuid_field
 from depot_common.errors import BadRequest
+from depot_common.openapi import raises
 from depot_common.web import AdminPrincipal
 from depot_reconciler import repository
-from depot_reconciler.apply import RunNotFound
+from depot_reconciler.apply import RunNotFound, SafetyStop
+from depot_reconciler.checks import UnknownCheck
+from depot_reconciler.plan import RunInProgress
 from depot_reconciler.runner import Reconciler
 
 router = APIRouter(prefix="/v1/reconcile", tags=["reconcile"])
 
 
 class ReconcileRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apply: bool = False
     checks: list[str] | None = None
@@ -29,7 +32,7 @@ class ReconcileRequest(BaseModel):
 
 
 class ApplyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     force: bool = False
 
@@ -63,14 +66,24 @@ def _run_json(run: repository.Run) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=202, summary="Start a run (dry run unless apply); it executes in the background.")
+@router.post(
+    "",
+    status_code=202,
+    responses=raises(RunInProgress, UnknownCheck),
+    summary="Start a run (dry run unless apply); it executes in the background.",
+)
 async def start_run(_: AdminPrincipal, request: Request, body: ReconcileRequest | None = None) -> JSONResponse:
     body = body or ReconcileRequest()
     run_id, _task = await _reconciler(request).start(apply=body.apply, checks=body.checks, force=body.force)
     return JSONResponse({"run_id": str(run_id)}, status_code=202, headers={"Location": f"/v1/reconcile/runs/{run_id}"})
 
 
-@router.post("/runs/{run_id}/apply", status_code=202, summary="Apply a reviewed plan in the background.")
+@router.post(
+    "/runs/{run_id}/apply",
+    status_code=202,
+    responses=raises(RunNotFound, RunInProgress, SafetyStop, conflict=["already_applied", "not_planned"]),
+    summary="Apply a reviewed plan in the background.",
+)
 async def apply_run(
     _: AdminPrincipal, request: Request, run_id: uuid.UUID, body: ApplyRequest | None = None
 ) -> JSONResponse:
@@ -79,7 +92,11 @@ async def apply_run(
     return JSONResponse({"run_id": str(run_id), "status": "applying"}, status_code=202)
 
 
-@router.get("/runs", summary="Runs, newest first (keyset pagination).")
+@router.get(
+    "/runs",
+    responses=raises(InvalidCursor),
+    summary="Runs, newest first (keyset pagination).",
+)
 async def list_runs(
     _: AdminPrincipal,
     request: Request,
@@ -96,7 +113,11 @@ async def list_runs(
     }
 
 
-@router.get("/runs/{run_id}", summary="One run: status, counts per class, and a page of its findings.")
+@router.get(
+    "/runs/{run_id}",
+    responses=raises(InvalidCursor, RunNotFound),
+    summary="One run: status, counts per class, and a page of its findings.",
+)
 async def get_run(
     _: AdminPrincipal,
     request: Request,

@@ -1,1 +1,1 @@
-"""What the HTTP entry points of the upload API share: the streaming multipart reader and the error responses."""
+"""What the HTTP entry points of the upload API share: the streaming multipart reader."""

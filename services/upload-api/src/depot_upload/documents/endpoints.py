@@ -12,12 +12,12 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
-from depot_common.cursor import CursorCodec, timestamp_field, uuid_field
-from depot_common.errors import BadRequest, DepotError, Duplicate, NotFound, Unprocessable
+from depot_common.cursor import CursorCodec, InvalidCursor, timestamp_field, uuid_field
+from depot_common.errors import BadRequest, DepotError, Duplicate, NotFound, PayloadTooLarge, Unprocessable
+from depot_common.openapi import raises
 from depot_common.outages import dependency_unavailable
 from depot_common.web import CurrentPrincipal
 from depot_upload.api.multipart import MultipartReader, boundary_of
-from depot_upload.api.responses import error_responses
 from depot_upload.documents.schemas import BatchItemOut, BatchOut, DocumentOut, DocumentPageOut, StatusOut
 from depot_upload.documents.service import MAX_PAGE, ContentMismatch, UploadService
 from depot_upload.documents.storage import content_disposition
@@ -88,7 +88,14 @@ PAGE_CURSOR = CursorCodec[PageCursor](
     "/documents",
     status_code=201,
     response_model=DocumentOut,
-    responses=error_responses(400, 409, 413, 422),
+    responses=raises(
+        BadRequest,
+        Duplicate,
+        PayloadTooLarge,
+        Unprocessable,
+        bad_request=["invalid_filename", "malformed_multipart"],
+        unprocessable=["missing_file", "idempotency_key_reused"],
+    ),
     openapi_extra=_multipart_body("file", many=False),
     summary="Upload one file (multipart field `file`), streamed to storage.",
 )
@@ -120,7 +127,7 @@ async def upload_document(
     "/documents:batch",
     status_code=207,
     response_model=BatchOut,
-    responses=error_responses(422),
+    responses=raises(BadRequest, Unprocessable, bad_request=["malformed_multipart"], unprocessable=["missing_file"]),
     openapi_extra=_multipart_body("files", many=True),
     summary="Upload many files (multipart fields `files`); each succeeds or fails on its own.",
 )
@@ -132,6 +139,8 @@ async def upload_batch(request: Request, principal: CurrentPrincipal, service: S
         try:
             part = await reader.next_part()
         except BadRequest as error:  # the rest of the body is unreadable; keep what was stored
+            if not results:
+                raise
             results.append(BatchItemOut(filename=None, status=error.status, error=error.to_dict()))
             break
         if part is None:
@@ -142,7 +151,7 @@ async def upload_batch(request: Request, principal: CurrentPrincipal, service: S
         limit -= 1
     if not results:
         raise Unprocessable("the multipart body has no 'files' part", code="missing_file")
-    return JSONResponse(BatchOut(results=results).model_dump(mode="json", exclude_none=True), status_code=207)
+    return JSONResponse(BatchOut.of(results).model_dump(mode="json"), status_code=207)
 
 
 async def _batch_item(
@@ -170,7 +179,7 @@ async def _batch_item(
 @router.get(
     "/documents",
     response_model=DocumentPageOut,
-    responses=error_responses(400),
+    responses=raises(InvalidCursor),
     summary="The caller's documents, newest first (keyset pagination).",
 )
 async def list_documents(
@@ -191,7 +200,7 @@ async def list_documents(
 @router.get(
     "/documents/{document_id}",
     response_model=DocumentOut,
-    responses=error_responses(404),
+    responses=raises(NotFound),
     summary="One of the caller's documents.",
 )
 async def get_document(document_id: str, principal: CurrentPrincipal, service: ServiceDep) -> DocumentOut:
@@ -203,11 +212,12 @@ async def get_document(document_id: str, principal: CurrentPrincipal, service: S
     "/documents/{document_id}/content",
     response_class=StreamingResponse,
     responses={
-        **error_responses(404, 503),
+        **raises(NotFound),
         200: {
-            "content": {"application/octet-stream": {}},
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
             "description": (
-                "The bytes. Verified while they stream: bytes that are not the recorded ones abort the"
+                "The bytes, with the document's own `Content-Type`. Verified while they stream: bytes that"
+                " are not the recorded ones abort the"
                 " transfer (fewer bytes than `Content-Length`), never a clean end."
             ),
             "headers": {
@@ -270,7 +280,7 @@ def repr_digest(sha256: str) -> str:
 @router.delete(
     "/documents/{document_id}",
     status_code=204,
-    responses=error_responses(404),
+    responses=raises(NotFound),
     summary="Delete a document: it stops being readable and searchable.",
 )
 async def delete_document(document_id: str, principal: CurrentPrincipal, service: ServiceDep) -> Response:
@@ -281,7 +291,6 @@ async def delete_document(document_id: str, principal: CurrentPrincipal, service
 @router.get(
     "/status",
     response_model=StatusOut,
-    responses=error_responses(),
     tags=["ops"],
     summary="Outbox backlog and the caller's pending uploads.",
 )

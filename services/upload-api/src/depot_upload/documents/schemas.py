@@ -43,7 +43,10 @@ class DocumentPageOut(BaseModel):
 
 
 class BatchItemOut(BaseModel):
-    """One file of a batch: ``document`` when ``status`` is 201, else ``error``."""
+    """One file of a batch: ``document`` when ``status`` is 201, else ``error``.
+
+    ``filename`` is null only for the item that reports a body unreadable after earlier files.
+    """
 
     filename: str | None
     status: int
@@ -51,8 +54,29 @@ class BatchItemOut(BaseModel):
     error: dict[str, Any] | None = None
 
 
+class BatchSummaryOut(BaseModel):
+    """What an uploader reads first: how many files were stored, were duplicates, or failed otherwise."""
+
+    total: int
+    stored: int
+    duplicates: int
+    failed: int
+
+
 class BatchOut(BaseModel):
     results: list[BatchItemOut]
+    summary: BatchSummaryOut
+
+    @classmethod
+    def of(cls, results: list[BatchItemOut]) -> BatchOut:
+        stored = sum(1 for item in results if item.status == 201)
+        duplicates = sum(1 for item in results if item.error is not None and item.error.get("error") == "duplicate")
+        return cls(
+            results=results,
+            summary=BatchSummaryOut(
+                total=len(results), stored=stored, duplicates=duplicates, failed=len(results) - stored - duplicates
+            ),
+        )
 
 
 class StatusOut(BaseModel):

@@ -11,8 +11,8 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
 
 from depot_common.errors import DependencyUnavailable
+from depot_common.openapi import ErrorOut
 from depot_common.web import CurrentPrincipal
-from depot_upload.api.responses import ErrorOut
 from depot_upload.events_stream.service import EventHub, StreamEvent, Subscription
 
 router = APIRouter(prefix="/v1", tags=["events"])

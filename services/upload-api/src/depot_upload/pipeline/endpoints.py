@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from depot_common.openapi import ErrorOut
 from depot_common.web import AdminPrincipal
-from depot_upload.api.responses import ErrorOut
 from depot_upload.pipeline.schemas import PipelineOut
 from depot_upload.pipeline.service import PipelineHealth
 

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from depot_common.errors import Duplicate, NotFound
+from depot_common.errors import BadRequest, Conflict, Duplicate, Gone, NotFound, PayloadTooLarge, Unprocessable
+from depot_common.openapi import raises
 from depot_common.web import CurrentPrincipal
-from depot_upload.api.responses import error_responses
 from depot_upload.documents.schemas import DocumentOut
 from depot_upload.presigned.completion import UploadCompletion
 from depot_upload.presigned.domain import CompletedPart
@@ -55,7 +55,14 @@ def _locate(error: Duplicate) -> Duplicate:
     response_model=UploadOut,
     responses={
         200: {"model": UploadOut, "description": "A live upload of the same content: same `upload_id`, fresh URLs."},
-        **error_responses(400, 409, 413, 422),
+        **raises(
+            BadRequest,
+            Duplicate,
+            PayloadTooLarge,
+            Unprocessable,
+            bad_request=["invalid_filename"],
+            unprocessable=["invalid_size", "invalid_sha256"],
+        ),
     },
     summary="Start a presigned upload: the bytes go straight to storage.",
 )
@@ -81,7 +88,7 @@ async def create_upload(body: CreateUploadIn, principal: CurrentPrincipal, presi
 @router.get(
     "/uploads/{upload_id}",
     response_model=UploadStatusOut,
-    responses=error_responses(404, 410, 503),
+    responses=raises(NotFound, Gone, gone=["upload_expired", "upload_aborted", "upload_failed"]),
     summary="Resume a presigned upload: the parts storage holds and fresh URLs for the rest.",
 )
 async def get_upload(upload_id: str, principal: CurrentPrincipal, presigned: PresignedDep) -> UploadStatusOut:
@@ -97,7 +104,15 @@ async def get_upload(upload_id: str, principal: CurrentPrincipal, presigned: Pre
 @router.post(
     "/uploads/{upload_id}/complete",
     response_model=DocumentOut,
-    responses=error_responses(404, 409, 410, 422),
+    responses=raises(
+        NotFound,
+        Duplicate,
+        Gone,
+        Unprocessable,
+        conflict=["not_uploaded"],
+        gone=["upload_expired", "upload_aborted"],
+        unprocessable=["checksum_mismatch"],
+    ),
     summary="Finish a presigned upload: verify the bytes and store the document.",
 )
 async def complete_upload(
@@ -123,7 +138,7 @@ async def complete_upload(
 @router.delete(
     "/uploads/{upload_id}",
     status_code=204,
-    responses=error_responses(404, 409),
+    responses=raises(NotFound, Conflict, conflict=["upload_completed"]),
     summary="Abort a presigned upload.",
 )
 async def abort_upload(upload_id: str, principal: CurrentPrincipal, completion: CompletionDep) -> Response:

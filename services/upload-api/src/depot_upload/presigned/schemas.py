@@ -15,8 +15,15 @@ class CreateUploadIn(BaseModel):
     """A file the client is about to upload straight to storage."""
 
     filename: str = Field(description="The file's name; no path separators, '..' or control characters.")
-    size_bytes: int = Field(description="Exact size in bytes; at most the server's upload limit.")
-    sha256: str = Field(description="SHA-256 of the whole file, 64 lowercase hex digits.", examples=["e3b0c442" * 8])
+    # the rules are the API's own (422 `invalid_size`, `invalid_sha256`), documented, not pydantic's 422
+    size_bytes: int = Field(
+        description="Exact size in bytes; at most the server's upload limit.", json_schema_extra={"minimum": 1}
+    )
+    sha256: str = Field(
+        json_schema_extra={"pattern": "^[0-9a-f]{64}$"},
+        description="SHA-256 of the whole file, 64 lowercase hex digits.",
+        examples=["e3b0c442" * 8],
+    )
     content_type: str | None = Field(default=None, description="Media type; guessed from the filename when omitted.")
 
 

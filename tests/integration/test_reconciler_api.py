@@ -30,6 +30,7 @@ COMPENSATION = {
     "stale_upload": "compensation.stale_upload",
     "unindexed": "compensation.reindex",
     "ghost_index_entry": "compensation.ghost_index_entry",
+    "abandoned_multipart": "compensation.abandoned_multipart",
 }
 
 
@@ -232,7 +233,7 @@ async def test_safety_stop_is_409_with_the_numbers_until_forced(
         assert stopped.status_code == 409
         body = stopped.json()
         assert body["error"] == "safety_stop"
-        assert body["actionable"] == 6
+        assert body["actionable"] == 7
         assert body["population"] == 10  # documents: 5 consistent + 5 planted
         assert body["max_fraction"] == 0.05
         assert await outbox_events(world) == set()
@@ -241,8 +242,8 @@ async def test_safety_stop_is_409_with_the_numbers_until_forced(
         assert forced.status_code == 202
         run = await wait_run(http, api, run_id, admin)
         assert run["status"] == "applied"
-        assert sum(run["applied"]["emitted"].values()) == 6
-        assert len(await outbox_events(world)) == 6
+        assert sum(run["applied"]["emitted"].values()) == 7
+        assert len(await outbox_events(world)) == 7
 
 
 async def test_the_schedule_records_a_run_and_skips_quietly_when_locked(world: World) -> None:

@@ -25,8 +25,8 @@ from depot_devstack import servers
 from depot_indexer.bootstrap import indexer_consumer
 from depot_indexer.settings import IndexerSettings
 from depot_reconciler.apply import ApplyResult, SafetyStop, apply_plan
+from depot_reconciler.bootstrap import run_relay as reconciler_relay
 from depot_reconciler.plan import run_lock
-from depot_reconciler.relay import run_relay as reconciler_relay
 from depot_upload.bootstrap import compensation_consumer
 from depot_upload.bootstrap import run_relay as upload_relay
 from depot_upload.settings import UploadSettings
@@ -79,6 +79,7 @@ async def test_apply_emits_one_compensation_per_finding_with_its_audit_record(wo
         "stale_upload": "compensation.stale_upload",
         "unindexed": "compensation.reindex",
         "ghost_index_entry": "compensation.ghost_index_entry",
+        "abandoned_multipart": "compensation.abandoned_multipart",
     }
     expected = {(compensation[check], subject) for check, subject in planted if check in compensation}
     assert await outbox_events(world) == expected
@@ -131,7 +132,7 @@ async def test_safety_stop_refuses_an_abnormal_plan_unless_forced(world: World) 
     assert await outbox_events(world) == set()
     assert await world.pool.fetchval("SELECT status FROM reconcile.runs WHERE id = $1", result.run_id) == "planned"
     applied = await apply(world, result.run_id, max_fraction=0.05, force=True)
-    assert sum(applied.emitted.values()) == 6
+    assert sum(applied.emitted.values()) == 7
 
 
 async def test_a_plan_within_the_allowed_share_applies(world: World) -> None:

@@ -123,8 +123,8 @@ async def test_apply_option_emits_compensations_and_reports_them(
     assert await run_cli(env, "--apply", "--json") == 1
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "applied"
-    assert sum(report["applied"]["emitted"].values()) == 6
-    assert await world.pool.fetchval("SELECT count(*) FROM reconcile.outbox") == 6
+    assert sum(report["applied"]["emitted"].values()) == 7
+    assert await world.pool.fetchval("SELECT count(*) FROM reconcile.outbox") == 7
 
 
 async def test_safety_stop_exits_2_without_emitting(

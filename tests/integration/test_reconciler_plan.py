@@ -157,6 +157,8 @@ async def plant_one_of_each(world: World) -> set[tuple[str, str]]:
     ghost = await world.document("deleted")
     await world.index_entry(ghost)
     stuck = await world.outbox_event(age=3600, published=False)
+    abandoned_key = f"documents/{uuid.uuid4()}"  # a multipart upload no session claims (moto dates it 2010)
+    await world.s3.create_multipart_upload(Bucket=world.bucket, Key=abandoned_key)
     return {
         ("orphan_object", orphan_key),
         ("missing_blob", str(missing)),
@@ -165,6 +167,7 @@ async def plant_one_of_each(world: World) -> set[tuple[str, str]]:
         ("unindexed", str(unindexed)),
         ("ghost_index_entry", str(ghost)),
         ("stuck_outbox", str(stuck)),
+        ("abandoned_multipart", abandoned_key),
     }
 
 
@@ -197,6 +200,7 @@ async def test_one_planted_inconsistency_of_each_class_gives_exactly_those_findi
         "unindexed": 1,
         "ghost_index_entry": 1,
         "stuck_outbox": 1,
+        "abandoned_multipart": 1,
     }
 
 

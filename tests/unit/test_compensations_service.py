@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from depot_common.errors import Unavailable
-from depot_common.events import CloudEvent, MissingBlob, OrphanObject, StaleUpload
+from depot_common.events import AbandonedMultipart, CloudEvent, MissingBlob, OrphanObject, StaleUpload
 from depot_upload.compensations.service import Compensations, quarantine_key
 from depot_upload.domain import Status, StoredBlob, object_key
 from depot_upload.fakes import FakeBucket, FakeDatabase
@@ -240,3 +240,27 @@ async def test_the_purge_deletes_only_quarantined_objects_past_the_retention(wor
     assert young in world.bucket.objects
     assert world.db.tables.quarantine[old].purged_at is not None
     assert world.db.tables.quarantine[young].purged_at is None
+
+
+def abandoned(key: str, upload_id: str) -> AbandonedMultipart:
+    return AbandonedMultipart(
+        object_key=key, upload_id=upload_id, initiated=datetime(2026, 1, 1, tzinfo=UTC), run_id=RUN
+    )
+
+
+async def test_an_abandoned_multipart_upload_is_aborted_unless_a_live_upload_claims_it(world: World) -> None:
+    """Unclaimed parts are aborted; a pending session's or an in-flight pending document's upload is left alone."""
+    nobody = await world.bucket.create_multipart(f"documents/{uuid.uuid4()}", content_type="x/y")
+    presigned = await world.document(Status.PENDING)
+    world.declare(presigned, b"declared", expired=False)
+    claimed = await world.bucket.create_multipart(object_key(presigned), content_type="x/y")
+    world.db.tables.sessions[presigned] = replace(world.db.tables.sessions[presigned], multipart_upload_id=claimed)
+    streaming = await world.document(Status.PENDING)
+    in_flight = await world.bucket.create_multipart(object_key(streaming), content_type="x/y")
+    for key, upload_id in [(object_key(presigned), claimed), (object_key(streaming), in_flight)]:
+        await world.deliver("abandoned_multipart", abandoned(key, upload_id))
+    assert set(world.bucket.multipart) == {nobody, claimed, in_flight}
+    nobody_key = world.bucket.multipart[nobody][0]
+    await world.deliver("abandoned_multipart", abandoned(nobody_key, nobody))
+    assert set(world.bucket.multipart) == {claimed, in_flight}
+    assert ("abort_multipart", nobody_key) in world.bucket.calls

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from depot_common.events import (
     EVENT_TYPES,
     TOPIC_OF,
+    AbandonedMultipart,
     CloudEvent,
     DocumentDeleted,
     DocumentFailed,
@@ -64,6 +65,9 @@ SAMPLES: dict[str, BaseModel] = {
     "compensation.stale_upload": StaleUpload(document_id=DOC, run_id=RUN),
     "compensation.reindex": Reindex(document_id=DOC, run_id=RUN),
     "compensation.ghost_index_entry": GhostIndexEntry(document_id=DOC, run_id=RUN),
+    "compensation.abandoned_multipart": AbandonedMultipart(
+        object_key=KEY, upload_id="2~abc", initiated=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), run_id=RUN
+    ),
 }
 
 

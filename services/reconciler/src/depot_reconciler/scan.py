@@ -20,6 +20,7 @@ class ScanProgress:
     documents: int = 0
     index_rows: int = 0
     outbox_rows: int = 0
+    multipart_uploads: int = 0
     on_change: Callable[[ScanProgress], None] | None = None
 
     def changed(self) -> None:
@@ -32,6 +33,7 @@ class ScanProgress:
             "documents": self.documents,
             "index_rows": self.index_rows,
             "outbox_rows": self.outbox_rows,
+            "multipart_uploads": self.multipart_uploads,
         }
 
 

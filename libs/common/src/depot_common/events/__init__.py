@@ -2,6 +2,7 @@
 
 from depot_common.events.compensations import (
     COMPENSATIONS_TOPIC,
+    AbandonedMultipart,
     GhostIndexEntry,
     MissingBlob,
     OrphanObject,
@@ -39,6 +40,7 @@ __all__ = [
     "INDEX_TOPIC",
     "REGISTRY",
     "TOPIC_OF",
+    "AbandonedMultipart",
     "CloudEvent",
     "DocumentDeleted",
     "DocumentFailed",

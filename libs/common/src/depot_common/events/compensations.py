@@ -54,3 +54,12 @@ class GhostIndexEntry(_Data):
 
     document_id: uuid.UUID
     run_id: uuid.UUID
+
+
+class AbandonedMultipart(_Data):
+    """An S3 multipart upload under ``documents/`` outlived the upload TTL plus grace with no live upload: abort it."""
+
+    object_key: str
+    upload_id: str
+    initiated: datetime
+    run_id: uuid.UUID

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from depot_common.events.compensations import (
     COMPENSATIONS_TOPIC,
+    AbandonedMultipart,
     GhostIndexEntry,
     MissingBlob,
     OrphanObject,
@@ -69,6 +70,13 @@ REGISTRY: tuple[EventType, ...] = (
     EventType("compensation.reindex", Reindex, COMPENSATIONS_TOPIC, Service.RECONCILER, Service.INDEXER),
     EventType(
         "compensation.ghost_index_entry", GhostIndexEntry, COMPENSATIONS_TOPIC, Service.RECONCILER, Service.INDEXER
+    ),
+    EventType(
+        "compensation.abandoned_multipart",
+        AbandonedMultipart,
+        COMPENSATIONS_TOPIC,
+        Service.RECONCILER,
+        Service.UPLOAD_API,
     ),
 )
 

@@ -6,16 +6,17 @@ which compensation it emits (executed by the owner of the data, as registered in
 ``depot_common.events``). Adding a check is one module here, its entry in :data:`CHECKS`,
 and the owner's executor of its compensation.
 
-================== ==========================================  ===============================
-check              streams                                      compensation (executor)
-================== ==========================================  ===============================
-orphan_object      S3 listing merged with the documents         orphan_object (upload-api)
-missing_blob       S3 listing merged with the documents         missing_blob (upload-api)
-stale_upload       S3 listing merged with the documents         stale_upload (upload-api)
-unindexed          stored documents ⟕ index entries             reindex (indexer)
-ghost_index_entry  index entries ⟕ documents                    ghost_index_entry (indexer)
-stuck_outbox       unpublished rows of upload.outbox            reported only
-================== ==========================================  ===============================
+=================== ===========================================  ================================
+check               streams                                      compensation (executor)
+=================== ===========================================  ================================
+orphan_object       S3 listing merged with the documents         orphan_object (upload-api)
+missing_blob        S3 listing merged with the documents         missing_blob (upload-api)
+stale_upload        S3 listing merged with the documents         stale_upload (upload-api)
+unindexed           stored documents ⟕ index entries             reindex (indexer)
+ghost_index_entry   index entries ⟕ documents                    ghost_index_entry (indexer)
+stuck_outbox        unpublished rows of upload.outbox            reported only
+abandoned_multipart S3 multipart uploads ⟕ sessions, documents   abandoned_multipart (upload-api)
+=================== ===========================================  ================================
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from depot_common.errors import Unprocessable
 from depot_reconciler.checks import (
+    abandoned_multipart,
     ghost_index_entry,
     missing_blob,
     orphan_object,
@@ -42,6 +44,7 @@ REGISTRY: tuple[Check[Any], ...] = (
     unindexed.CHECK,
     ghost_index_entry.CHECK,
     stuck_outbox.CHECK,
+    abandoned_multipart.CHECK,
 )
 BY_NAME: Mapping[str, Check[Any]] = {check.name: check for check in REGISTRY}
 #: The check names, in canonical order.

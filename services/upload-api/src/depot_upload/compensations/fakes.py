@@ -68,3 +68,13 @@ class FakeCompensationRecords:
         row = self._tables.quarantine.get(quarantined)
         if row is not None and row.purged_at is None:
             self._tables.quarantine[quarantined] = replace(row, purged_at=self._now())
+
+    async def multipart_claimed(self, key: str, multipart_upload_id: str, *, upload_ttl: int) -> bool:
+        cutoff = self._now() - timedelta(seconds=upload_ttl)
+        return any(
+            s.multipart_upload_id == multipart_upload_id and s.status == "pending"
+            for s in self._tables.sessions.values()
+        ) or any(
+            d.object_key == key and d.status is Status.PENDING and d.created_at > cutoff
+            for d in self._tables.documents.values()
+        )

@@ -56,3 +56,7 @@ class CompensationRecords(Protocol):
         """The document's status, whether it is past its upload TTL, and its declaration."""
 
     async def mark_purged(self, quarantined: str) -> None: ...
+
+    async def multipart_claimed(self, key: str, multipart_upload_id: str, *, upload_ttl: int) -> bool:
+        """Whether a live upload claims this S3 multipart upload: a ``pending`` session recording its id, or a
+        ``pending`` document of ``key`` still within its upload TTL (a streamed upload in flight)."""

@@ -67,3 +67,14 @@ class PostgresCompensations:
             " AND purged_at IS NULL",
             quarantined,
         )
+
+    async def multipart_claimed(self, key: str, multipart_upload_id: str, *, upload_ttl: int) -> bool:
+        claimed: bool = await self._db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM upload.upload_sessions WHERE multipart_upload_id = $2 AND status = 'pending')"
+            " OR EXISTS (SELECT 1 FROM upload.documents WHERE object_key = $1 AND status = 'pending'"
+            "            AND created_at > clock_timestamp() - make_interval(secs => $3))",
+            key,
+            multipart_upload_id,
+            float(upload_ttl),
+        )
+        return claimed

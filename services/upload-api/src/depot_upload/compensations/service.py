@@ -1,7 +1,7 @@
 """upload-api's compensation worker (SPEC §7): executes what the reconciler planned.
 
 Handles the ``depot.compensations.v1`` types upload-api owns — ``orphan_object``,
-``missing_blob`` and ``stale_upload`` — each re-checking the row and the object at the
+``missing_blob``, ``stale_upload`` and ``abandoned_multipart`` — each re-checking the row and the object at the
 moment it acts, so a finding that changed since the scan is skipped, and a repeated
 event is harmless. Imports nothing outward (no FastAPI, aiokafka or boto): the adapters
 are the Protocols of :mod:`depot_upload.compensations.ports`, implemented by
@@ -26,6 +26,10 @@ commits redelivers the event, which the re-check then turns into a no-op.
   bytes cannot be verified: the client never got a 201 and has no claim on them, so it is
   failed too (finalizing it would invent a document nobody acknowledged, possibly a
   duplicate of the client's retry).
+* ``abandoned_multipart``: an S3 multipart upload under ``documents/`` that no live upload
+  claims (no ``pending`` session with its id, no ``pending`` document of the key within its
+  TTL) is aborted; the reconciler's audit trail records the order, this worker logs
+  ``compensation.multipart_aborted``. Aborting an upload S3 no longer has is a no-op.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from pydantic import BaseModel
 
 from depot_common.db import Connection
 from depot_common.errors import Duplicate
-from depot_common.events import CloudEvent, MissingBlob, OrphanObject, StaleUpload, handler_table
+from depot_common.events import AbandonedMultipart, CloudEvent, MissingBlob, OrphanObject, StaleUpload, handler_table
 from depot_upload.compensations.ports import ObjectStore, UploadState
 from depot_upload.domain import Status, StoredBlob
 from depot_upload.presigned.completion import fail_upload, store_upload
@@ -73,7 +77,12 @@ class Compensations:
     def handlers(self) -> Mapping[str, tuple[type[BaseModel], Handler]]:
         """The handler map for :class:`depot_common.consumer.EventConsumer`."""
         return handler_table(
-            {OrphanObject: self.orphan_object, MissingBlob: self.missing_blob, StaleUpload: self.stale_upload}
+            {
+                OrphanObject: self.orphan_object,
+                MissingBlob: self.missing_blob,
+                StaleUpload: self.stale_upload,
+                AbandonedMultipart: self.abandoned_multipart,
+            }
         )
 
     async def orphan_object(self, _inbox: Connection, event: CloudEvent[OrphanObject]) -> None:
@@ -155,6 +164,26 @@ class Compensations:
             return
         await self._release(upload)
         log.info("compensation.upload_failed", document_id=str(document_id), reason="upload_expired")
+
+    async def abandoned_multipart(self, _inbox: Connection, event: CloudEvent[AbandonedMultipart]) -> None:
+        """Abort an S3 multipart upload no live upload claims, so S3 stops keeping its parts."""
+        key, upload_id = event.data.object_key, event.data.upload_id
+        if not key.startswith("documents/"):
+            log.warning("compensation.abandoned_multipart.refused", object_key=key, reason="not under documents/")
+            return
+        async with self._uow() as uow:  # a read: nothing to commit
+            claimed = await uow.compensations.multipart_claimed(key, upload_id, upload_ttl=self._upload_ttl)
+        if claimed:
+            log.info("compensation.skipped", object_key=key, upload_id=upload_id, reason="a live upload claims it")
+            return
+        await self._objects.abort_multipart(key, upload_id)
+        log.info(
+            "compensation.multipart_aborted",
+            object_key=key,
+            upload_id=upload_id,
+            initiated=event.data.initiated.isoformat(),
+            run_id=str(event.data.run_id),
+        )
 
     async def _finalize(self, document_id: uuid.UUID, blob: StoredBlob) -> bool:
         """``pending`` → ``stored`` (committed); False when no longer pending or a duplicate (then failed)."""

@@ -17,32 +17,14 @@ from typing import Any
 
 import kubernetes_validate
 import yaml
-from pydantic_settings import BaseSettings
 
-from depot_common.settings import DepotSettings
-from depot_indexer.settings import IndexerSettings
-from depot_reconciler.settings import ReconcilerSettings
-from depot_upload.settings import UploadSettings
+from tests.settings_helpers import ALL_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_RUNNING = {"serve", "relay", "consume", "compensate"}
 SECRET_KEYS = {"DEPOT_DATABASE_URL", "DEPOT_JWT_SECRET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 SINGLE_ACTIVE = {("depot-upload", "relay"), ("depot-reconciler", "relay"), ("depot-reconciler", "serve")}
 KUBERNETES_VERSION = "1.32.0"
-
-
-def setting_names(*models: type[BaseSettings]) -> set[str]:
-    """Every environment variable the settings models read."""
-    names = set()
-    for model in models:
-        prefix = str(model.model_config.get("env_prefix", ""))
-        for field, info in model.model_fields.items():
-            alias = info.validation_alias
-            names.add(alias if isinstance(alias, str) else (prefix + field).upper())
-    return names
-
-
-SETTINGS = setting_names(DepotSettings, UploadSettings, IndexerSettings, ReconcilerSettings)
 
 
 def readme_processes() -> set[tuple[str, str]]:
@@ -103,7 +85,7 @@ def test_every_depot_key_is_a_real_setting_and_no_secret_is_in_the_config_map() 
     for deployment in of_kind("Deployment"):
         keys |= {item["name"] for item in container(deployment)["env"]}
         assert {"secretRef": {"name": "depot-credentials"}} in container(deployment)["envFrom"]
-    assert {key for key in keys if key.startswith("DEPOT_")} - SETTINGS == set()
+    assert {key for key in keys if key.startswith("DEPOT_")} - ALL_SETTINGS == set()
     assert keys & SECRET_KEYS == set()
     for key, value in config_map().items():
         assert not re.search(r"://[^/\s]*:[^/\s]*@", value), f"{key} holds a credential"
@@ -209,4 +191,4 @@ def test_compose_sets_only_real_settings() -> None:
     for service in compose()["services"].values():
         keys |= set((service.get("environment") or {}).keys())
     keys |= set(compose()["x-depot"]["environment"].keys())
-    assert {key for key in keys if key.startswith("DEPOT_")} - SETTINGS == set()
+    assert {key for key in keys if key.startswith("DEPOT_")} - ALL_SETTINGS == set()

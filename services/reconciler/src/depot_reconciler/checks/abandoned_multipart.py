@@ -1,4 +1,6 @@
-"""``abandoned_multipart``: an in-progress S3 multipart upload that no live upload claims (SPEC §7, §8 invariant 7).
+"""``abandoned_multipart``: an in-progress S3 multipart upload that no live upload claims (docs/reconciler.md).
+
+Its repair keeps invariant 7 of docs/invariants.md.
 
 Streams the bucket's in-progress multipart uploads under ``documents/`` (one listing page
 at a time), each joined with what PostgreSQL knows of it: whether a ``pending`` upload

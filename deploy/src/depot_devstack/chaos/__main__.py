@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.write(f"  operations {json.dumps(report.operations)}\n")
     sys.stderr.write(f"  acknowledged → searchable {json.dumps(report.searchable)}\n")
     sys.stderr.write(f"  restarts after kills {json.dumps(report.kills)}\n")
+    sys.stderr.write(f"  exits at start-up (a dependency down), restarted {json.dumps(report.startup_exits)}\n")
     for name, items in report.verdict.evidence.items():
         for item in items:
             sys.stderr.write(f"  {name}: {item}\n")

@@ -76,7 +76,7 @@ schemas: $(STAMP) ## regenerate docs/events/schemas/*.json from the event models
 bench: $(STAMP) ## benchmarks: figures as ratios against a baseline from the same run
 	$(BIN)/python -m benchmarks
 
-chaos: $(STAMP) ## fault-injection soak (~10 min): kills, S3/broker pauses, a PostgreSQL crash; SPEC §8 counted
+chaos: $(STAMP) ## fault-injection soak (~10 min): kills, S3/broker pauses, a PostgreSQL crash; docs/invariants.md counted
 	$(BIN)/python -m depot_devstack.chaos $(CHAOS_ARGS)
 
 lock: $(STAMP) ## recompile requirements/constraints.txt from requirements/requirements.in

@@ -1,8 +1,8 @@
-"""SPEC §8 invariants, measured over one database and bucket, as figures a test (or a soak) asserts on.
+"""docs/invariants.md's invariants, measured over one database and bucket, as figures a test (or a soak) asserts on.
 
 ``measure_invariants`` reads the world as it is (it repairs nothing) and returns an
 :class:`InvariantReport`: counts of what it looked at and one line per violation, numbered
-like SPEC §8. Invariant 6 runs a dry reconcile (a plan is persisted, nothing is applied);
+like docs/invariants.md. Invariant 6 runs a dry reconcile (a plan is persisted, nothing is applied);
 invariant 7 is measured from S3's list of in-progress multipart uploads.
 """
 
@@ -72,7 +72,7 @@ async def measure_invariants(
     acknowledged: Mapping[str, str] | None = None,
     invariants: frozenset[int] = frozenset({1, 2, 3, 4, 5, 6, 7}),
 ) -> InvariantReport:
-    """Measure SPEC §8 ``invariants`` over ``settings``' database and bucket.
+    """Measure the ``invariants`` (docs/invariants.md) over ``settings``' database and bucket.
 
     ``acknowledged`` maps each document id a client received a 201/200 for (and did not
     delete) to the SHA-256 it was acknowledged with (invariant 5).

@@ -1,4 +1,4 @@
--- The reconciler's read-only access (SPEC §1): it reads upload.* and search.* and writes
+-- The reconciler's read-only access (docs/reconciler.md): it reads upload.* and search.* and writes
 -- only its own schema `reconcile`. Run as the database owner after the services' first
 -- start (their migrations create the schemas), and again after an upgrade that adds tables
 -- (the ALTER DEFAULT PRIVILEGES below covers tables the owners create later).

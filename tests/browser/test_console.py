@@ -1,4 +1,4 @@
-"""The web console as a person uses it (SPEC §10), in Chromium against the whole local stack.
+"""The web console as a person uses it (README, "Web console"), in Chromium against the whole local stack.
 
 Elements are found by role and accessible name, as a person (or a screen reader) finds them.
 """

@@ -1,4 +1,4 @@
-"""The short chaos soak, as make test runs it: faults injected, then SPEC §8 counted."""
+"""The short chaos soak, as make test runs it: faults injected, then the invariants of docs/invariants.md counted."""
 
 from __future__ import annotations
 

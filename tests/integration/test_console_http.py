@@ -1,4 +1,4 @@
-"""The upload API serves the web console (SPEC §10): its files, its config, a strict CSP, bucket CORS."""
+"""The upload API serves the web console (README, "Web console"): its files, its config, a strict CSP, bucket CORS."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Crash safety of the write path: kill the upload API at each step and inspect what is left.
 
-Every crash must leave only states the reconciler names (SPEC §7): a ``pending`` row (a
+Every crash must leave only states the reconciler names (docs/reconciler.md): a ``pending`` row (a
 ``stale_upload`` once past its TTL) and possibly an object without a live row — never a
 ``stored`` row without its bytes, and never an acknowledged upload lost.
 """

@@ -1,4 +1,4 @@
-"""The rest of SPEC §4 on real servers: idempotency, batch, listing, content, delete, status, CORS."""
+"""The rest of docs/api.md's upload API on real servers: idempotency, batch, listing, content, delete, status, CORS."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Downloads verify the bytes (SPEC §4, ``GET /v1/documents/{id}/content``) against real S3.
+"""Downloads verify the bytes (docs/api.md, ``GET /v1/documents/{id}/content``) against real S3.
 
 Depot re-hashes while it streams and holds the last chunk back until the whole object
 matched the recorded SHA-256: bytes changed behind Depot's back (here: written straight

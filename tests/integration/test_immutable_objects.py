@@ -1,4 +1,4 @@
-"""Stored bytes never change (SPEC §4, §8 invariant 1), on every upload path.
+"""Stored bytes never change (docs/invariants.md, invariant 1), on every upload path.
 
 The upload API of this module reaches S3 through a recording proxy, so the test holds every
 request that went to S3 for an upload exactly as it went over the wire: Depot's own calls

@@ -1,4 +1,4 @@
-"""OIDC tokens (SPEC §3) against a JWKS served by a local HTTP server, through the real APIs."""
+"""OIDC tokens (docs/api.md, "Authentication") against a JWKS served by a local HTTP server, through the real APIs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Presigned uploads (SPEC §4) against real PostgreSQL and S3: the client PUTs straight to S3.
+"""Presigned uploads (docs/api.md) against real PostgreSQL and S3: the client PUTs straight to S3.
 
 The session's ``upload_settings`` use a 5 MiB part size (the S3 minimum) and a 12 MiB
 upload limit, so a multipart upload here has two or three parts.

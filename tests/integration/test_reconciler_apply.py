@@ -215,7 +215,7 @@ async def test_every_class_is_repaired_end_to_end_by_the_owners_workers(
     world: World, make_settings: Callable[..., Any], tmp_path: Path
 ) -> None:
     """Plant one of every class → dry run finds exactly them → apply → the reconciler's relay, upload-api's relay
-    and compensation worker and the indexer consumer run → a second dry run finds nothing and SPEC §8 holds."""
+    and compensation worker and the indexer consumer run → a second dry run finds nothing, invariants hold."""
     planted = await plant_every_class(world)
     [reindexed] = [uuid.UUID(subject) for check, subject in planted if check == "unindexed"]
     settings = world.settings(reconcile_grace=0)
@@ -250,7 +250,7 @@ async def test_every_class_is_repaired_end_to_end_by_the_owners_workers(
             indexer_consumer(indexer_settings) as indexer,
             background_task(indexer.run()),
         ):
-            for _ in range(120):  # until the pipeline has drained and SPEC §8 holds, or a minute
+            for _ in range(120):  # until the pipeline has drained and the invariants hold, or a minute
                 report = await measure_invariants(world.pool, world.s3, settings, invariants=frozenset({1, 2, 3, 4}))
                 if not report.violations:
                     break

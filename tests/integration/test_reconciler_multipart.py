@@ -55,6 +55,8 @@ async def test_an_abandoned_multipart_upload_is_found_aborted_and_gone_on_the_ne
     """Only the upload nobody claims is a finding; apply has upload-api abort it (audited); the next run is clean."""
     abandoned_key = f"documents/{uuid.uuid4()}"
     abandoned = await start_multipart(world, abandoned_key)
+    twin = await start_multipart(world, abandoned_key)  # a retried CreateMultipartUpload: two uploads, one key
+    abandoned_subjects = {f"{abandoned_key}?uploadId={upload}" for upload in (abandoned, twin)}
     presigned_id = await world.document("pending", size=None, age=5)  # claimed by its pending session alone
     presigned = await start_multipart(world, f"documents/{presigned_id}")
     await presigned_session(world, presigned_id, b"x" * 10, multipart_upload_id=presigned)
@@ -73,13 +75,13 @@ async def test_an_abandoned_multipart_upload_is_found_aborted_and_gone_on_the_ne
         "DEPOT_UPLOAD_TTL": "1",
     }
     assert await run_cli(env, *CHECK) == cli.EXIT_FINDINGS
-    assert await findings(world) == {abandoned_key}
+    assert await findings(world) == abandoned_subjects
     assert await run_cli(env, "--apply", "--force", *CHECK) == cli.EXIT_FINDINGS
     audit = await world.pool.fetch("SELECT class, subject, action, event_id FROM reconcile.audit")
-    assert [(row["class"], row["subject"], row["action"]) for row in audit] == [
-        ("abandoned_multipart", abandoned_key, "compensation.abandoned_multipart")
-    ]
-    assert audit[0]["event_id"] is not None
+    assert sorted((row["class"], row["subject"], row["action"]) for row in audit) == sorted(
+        ("abandoned_multipart", subject, "compensation.abandoned_multipart") for subject in abandoned_subjects
+    )
+    assert all(row["event_id"] is not None for row in audit)
 
     upload_settings: UploadSettings = make_settings(
         UploadSettings,
@@ -93,10 +95,11 @@ async def test_an_abandoned_multipart_upload_is_found_aborted_and_gone_on_the_ne
         compensation_consumer(upload_settings) as (events, _),
         background_task(events.run()),
     ):
-        await wait_drained(world, 1)
+        await wait_drained(world, 2)
 
     remaining = await in_progress(world)
     assert (abandoned_key, abandoned) not in remaining
+    assert (abandoned_key, twin) not in remaining
     assert {(f"documents/{presigned_id}", presigned), (f"documents/{streaming_id}", streaming)} <= remaining
     assert await run_cli(env, *CHECK) == cli.EXIT_CONSISTENT
     for key, upload_id in remaining:

@@ -245,7 +245,7 @@ async def wait_drained(world: World, expected: int) -> None:
 
 
 async def assert_invariants(world: World, settings: ReconcilerSettings) -> None:
-    """SPEC §8 invariants 1-3 over the world's rows and bucket."""
+    """Invariants 1-3 of docs/invariants.md over the world's rows and bucket."""
     objects = S3CompensationObjects(world.s3, bucket=world.bucket)
     stored = await world.pool.fetch(
         "SELECT object_key, size_bytes, sha256 FROM upload.documents WHERE status = 'stored'"

@@ -1,4 +1,4 @@
-"""Resuming a presigned upload (SPEC §4, ``GET /v1/uploads/{upload_id}``) against real PostgreSQL and S3.
+"""Resuming a presigned upload (docs/api.md, ``GET /v1/uploads/{upload_id}``) against real PostgreSQL and S3.
 
 The upload API of this module allows 32 MiB with 5 MiB parts (a 4-part upload fits) and
 reaches S3 through a recording proxy, so a test can count the part PUTs S3 received.

@@ -62,7 +62,7 @@ def _app(error: DepotError) -> FastAPI:
 async def test_the_one_handler_renders_each_error_with_its_status_and_code(
     case: tuple[DepotError, int, str, bool, dict[str, Any]],
 ) -> None:
-    """Raised from a route, the error becomes its status and SPEC §4's body (code and fields), by the one handler."""
+    """Raised from a route, the error becomes its status and docs/api.md's body (code, fields), by the one handler."""
     error, status, code, retriable, extra = case
     assert isinstance(error, DepotError)
     assert (error.status, error.code, error.retriable) == (status, code, retriable)

@@ -29,7 +29,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_valid_environment_loads_with_defaults(env: pytest.MonkeyPatch) -> None:
-    """A complete environment loads, with SPEC defaults for the rest (100 MiB, 3600 s TTL, json logs)."""
+    """A complete environment loads, with the README's defaults for the rest (100 MiB, 3600 s TTL, json logs)."""
     settings = load_settings(UploadSettings)
     assert settings.max_upload_bytes == 100 * 1024 * 1024
     assert settings.upload_ttl == 3600

@@ -8,8 +8,8 @@ with ``Idempotency-Key`` retries), re-upload duplicates and delete, while a seed
 schedule SIGKILLs processes with requests in flight, pauses S3 and the broker for longer
 than the clients' timeouts and crashes PostgreSQL (``pg_ctl stop -m immediate``).
 
-Then everything recovers, one reconcile is applied, the pipeline drains, and the SPEC §8
-invariants are checked and printed as one line of numbers::
+Then everything recovers, one reconcile is applied, the pipeline drains, and the
+invariants of docs/invariants.md are checked and printed as one line of numbers::
 
     acked=412 lost=0 orphans=0 ghost=0 unsearchable=0 pending=0 multipart=0 dlq=0 http5xx=0 findings_after=0
 

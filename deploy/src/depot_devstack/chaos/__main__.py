@@ -1,6 +1,6 @@
 """``python -m depot_devstack.chaos`` (``make chaos``): run one soak and print its verdict.
 
-Exit 0 when every SPEC §8 invariant held, 1 when one did not (the report names the
+Exit 0 when every invariant of docs/invariants.md held, 1 when one did not (the report names the
 evidence), 2 when the run itself could not be carried out.
 """
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="make chaos",
         description="Depot's fault-injection soak: uploads under SIGKILLs, S3 and broker pauses and a "
-        "PostgreSQL crash, then recovery, one reconcile apply, and the SPEC §8 invariants counted.",
+        "PostgreSQL crash, then recovery, one reconcile apply, and the invariants of docs/invariants.md counted.",
     )
     parser.add_argument("--seed", type=int, default=None, help="fault schedule and workload seed (default: time)")
     parser.add_argument("--short", action="store_true", help="a run of about 90 s (as in make test)")
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.write(f"  operations {json.dumps(report.operations)}\n")
     sys.stderr.write(f"  acknowledged → searchable {json.dumps(report.searchable)}\n")
     sys.stderr.write(f"  restarts after kills {json.dumps(report.kills)}\n")
+    sys.stderr.write(f"  exits at start-up (a dependency down), restarted {json.dumps(report.startup_exits)}\n")
     for name, items in report.verdict.evidence.items():
         for item in items:
             sys.stderr.write(f"  {name}: {item}\n")

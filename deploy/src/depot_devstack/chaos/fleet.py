@@ -60,7 +60,9 @@ class Supervised:
     process: ManagedProcess | None = None
     restarts: int = 0
     kills: int = 0
-    crashes: list[str] = field(default_factory=list)  # exits we did not cause, with the log's last line
+    crashes: list[str] = field(default_factory=list)  # exits we did not cause, once it had been ready
+    startup_exits: int = 0  # exits before it ever became ready (a dependency down at start): restarted
+    became_ready: bool = False
     started_at: float = 0.0
 
     @property
@@ -158,6 +160,7 @@ class Fleet:
             item.spec.name, [sys.executable, "-m", item.spec.module, item.spec.command], env=env, log_path=item.log_path
         )
         item.started_at = time.monotonic()
+        item.became_ready = False
 
     def kill(self, item: Supervised) -> None:
         """SIGKILL a service (its supervisor restarts it)."""
@@ -173,12 +176,16 @@ class Fleet:
             for item in self.services:
                 if item.process is not None and not item.process.alive():
                     code = item.process.popen.returncode
-                    if code != -signal.SIGKILL:
+                    if code != -signal.SIGKILL and item.became_ready:
                         item.crashes.append(f"{item.spec.name} exited {code}: {self._last_error(item)}")
+                    elif code != -signal.SIGKILL:
+                        item.startup_exits += 1
                     await asyncio.sleep(backoff)
                     log.info("chaos.restart", service=item.spec.name, code=code)
                     item.restarts += 1
                     self._spawn(item)
+                elif item.process is not None and not item.became_ready:
+                    item.became_ready = await asyncio.to_thread(self.ready, item)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
 

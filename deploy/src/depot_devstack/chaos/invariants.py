@@ -1,4 +1,4 @@
-"""SPEC §8, counted: what the clients were promised against what PostgreSQL, S3, the index
+"""The invariants of docs/invariants.md, counted: what the clients were promised against what PostgreSQL, S3, the index
 and the broker hold once the pipeline has drained.
 
 Every figure is a count of violations except ``acked`` (the documents the clients were
@@ -141,7 +141,7 @@ async def count_dlq(bootstrap: list[str]) -> tuple[int, list[str]]:
 
 
 async def check(env: dict[str, str], ledger: Ledger, search_url: str, token: str, *, sample: int = 25) -> Verdict:
-    """Count every violation of SPEC §8 invariants 1 to 5, 7 and 8 (6 is the caller's second dry run)."""
+    """Count every violation of invariants 1 to 5, 7 and 8 (docs/invariants.md) (6 is the caller's second dry run)."""
     verdict = Verdict(acked=len(ledger.acked), deleted=len(ledger.deleted))
     settings = settings_of(env)
     conn = await asyncpg.connect(settings.database_url)

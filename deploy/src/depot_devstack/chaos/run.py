@@ -71,6 +71,7 @@ class Report:
     statuses: dict[str, int] = field(default_factory=dict)
     gave_up: dict[str, int] = field(default_factory=dict)
     kills: dict[str, int] = field(default_factory=dict)
+    startup_exits: dict[str, int] = field(default_factory=dict)
     reconcile: dict[str, Any] = field(default_factory=dict)
     searchable: dict[str, Any] = field(default_factory=dict)
 
@@ -166,6 +167,7 @@ async def soak(settings: Settings) -> Report:
             statuses=dict(sorted(ledger.statuses.items())),
             gave_up=dict(ledger.gave_up),
             kills={item.spec.name: item.kills for item in fleet.services if item.kills},
+            startup_exits={item.spec.name: item.startup_exits for item in fleet.services if item.startup_exits},
             reconcile={"apply_exit": code, "applied": applied, "second_exit": after_code},
             searchable=searchable_figures(canary, record, began),
         )

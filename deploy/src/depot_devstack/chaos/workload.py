@@ -3,7 +3,7 @@
 A client treats a timeout, a refused connection or a 503 as "try again later" and
 retries the same request (the same ``Idempotency-Key`` for streamed uploads; the same
 declared SHA-256 for presigned uploads, which Depot answers with the same upload). Every
-answer is counted; a 5xx other than 503 is a failure of the run (SPEC §8 invariant 8).
+answer is counted; a 5xx other than 503 is a failure of the run (docs/invariants.md, invariant 8).
 The :class:`Ledger` is the clients' memory: what was acknowledged (201/200) and what
 was deleted (204), against which the invariants are checked.
 """

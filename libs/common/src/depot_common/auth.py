@@ -1,7 +1,7 @@
 """Bearer-token authentication: ``sub`` is the owner, the roles claim may contain ``admin``.
 
 Tokens are HS256 JWTs signed with ``DEPOT_JWT_SECRET``, or RS256/ES256 JWTs from an OIDC
-issuer whose keys are published at ``DEPOT_JWT_JWKS_URL`` (SPEC §3). With a JWKS only the
+issuer whose keys are published at ``DEPOT_JWT_JWKS_URL`` (docs/api.md, "Authentication"). With a JWKS only the
 asymmetric algorithms are accepted, so neither ``alg: none`` nor an HS256 token "signed" with
 a public key gets in; ``iss`` and ``aud`` are required and checked (for HS256 too, when
 ``DEPOT_JWT_ISSUER``/``DEPOT_JWT_AUDIENCE`` are set), ``exp`` always, ``nbf`` when present,

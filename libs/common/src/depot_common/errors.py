@@ -3,7 +3,7 @@
 Each error carries the HTTP status it renders as, a stable machine-readable ``code``
 and whether retrying the same operation may succeed (``retriable``), so HTTP handlers
 and Kafka consumers make the same decision from the same class. The one handler in
-:mod:`depot_common.web` renders every one of them as SPEC §4's JSON body; nothing maps
+:mod:`depot_common.web` renders every one of them as the JSON body of docs/api.md ("Errors"); nothing maps
 errors to HTTP by hand. The tree, with the modules that define the service-specific
 errors (``status, code``; retriable marked)::
 
@@ -61,7 +61,7 @@ class DepotError(Exception):
         self.headers: dict[str, str] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON body SPEC §4 prescribes: ``{"error", "message", ...extra}``."""
+        """The error body of docs/api.md: ``{"error", "message", ...extra}``."""
         return {"error": self.code, "message": self.message, **self.extra}
 
 
@@ -124,8 +124,8 @@ class Unavailable(DepotError):
 
 
 class DependencyUnavailable(Unavailable):
-    """A dependency is down or unreachable (SPEC §4): answer 503 with ``Retry-After``; a consumer pauses and
-    waits it out without spending the message's retries (SPEC §5)."""
+    """A dependency is down or unreachable (docs/api.md): answer 503 with ``Retry-After``; a consumer pauses and
+    waits it out without spending the message's retries (docs/events.md)."""
 
     code = "dependency_unavailable"
 

@@ -3,7 +3,7 @@
 Two halves, so an endpoint added later is documented without anyone remembering to:
 
 - ``raises(*errors)`` turns the ``DepotError`` classes an operation raises on purpose into
-  its ``responses=`` mapping (the SPEC §4 error body, one entry per status, the codes
+  its ``responses=`` mapping (the error body of docs/api.md, one entry per status, the codes
   listed in the description);
 - ``complete_openapi(app)`` adds what follows from how an operation is built, to every
   operation: 401 when it takes a bearer token, 403 when it needs the admin role
@@ -32,7 +32,7 @@ _WWW_AUTHENTICATE = {"description": "`Bearer`", "schema": {"type": "string"}}
 
 
 class ErrorOut(BaseModel):
-    """The error body of every Depot API (SPEC §4): a stable code, a human message, and details per code."""
+    """The error body of every Depot API (docs/api.md): a stable code, a human message, and details per code."""
 
     model_config = ConfigDict(extra="allow")
 

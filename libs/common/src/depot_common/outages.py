@@ -5,7 +5,7 @@ An outage is PostgreSQL refusing or dropping connections, shutting down or start
 answering 5xx, timing out or unreachable; the broker unreachable or timing out. Anything
 else (a constraint violation, a 4xx from S3, a bug) is not an outage: it is the request's
 or the message's fault. HTTP services answer an outage with 503 ``dependency_unavailable``
-and ``Retry-After``; consumers pause and wait it out (SPEC §4, §5).
+and ``Retry-After``; consumers pause and wait it out (docs/api.md, docs/events.md).
 """
 
 from __future__ import annotations

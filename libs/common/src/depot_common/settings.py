@@ -16,7 +16,7 @@ MIB = 1024 * 1024
 
 
 class DepotSettings(BaseSettings):
-    """Configuration every Depot process needs (SPEC §2)."""
+    """Configuration every Depot process needs (README, "Configuration")."""
 
     model_config = SettingsConfigDict(env_prefix="DEPOT_", extra="ignore", frozen=True)
 
@@ -29,7 +29,7 @@ class DepotSettings(BaseSettings):
     aws_secret_access_key: SecretStr | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY")
     jwt_secret: SecretStr | None = None
     jwt_jwks_url: str = ""
-    # OIDC (SPEC §3): required with a JWKS URL, checked for HS256 tokens too when set
+    # OIDC (docs/api.md, "Authentication"): required with a JWKS URL, checked for HS256 tokens too when set
     jwt_issuer: str = ""
     jwt_audience: str = ""
     jwt_roles_claim: str = Field(default="roles", description="dotted path of the roles list in a token")

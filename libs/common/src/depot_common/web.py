@@ -1,6 +1,6 @@
 """The HTTP skeleton every Depot service shares.
 
-``create_app`` returns a FastAPI app with: the error body of SPEC §4 for every error, an
+``create_app`` returns a FastAPI app with: the error body of docs/api.md for every error, an
 ``X-Request-ID`` echoed or generated and bound to every log line, the W3C trace context,
 CORS, request metrics, and ``/healthz``, ``/readyz`` and ``/metrics``. ``CurrentPrincipal``
 and ``AdminPrincipal`` are the bearer-token dependencies.

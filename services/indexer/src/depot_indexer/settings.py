@@ -8,7 +8,7 @@ from depot_common.settings import MIB, DepotSettings
 
 
 class IndexerSettings(DepotSettings):
-    """Configuration of ``depot-indexer serve|consume`` (SPEC §2, §6)."""
+    """Configuration of ``depot-indexer serve|consume`` (README "Configuration", docs/api.md "Search API")."""
 
     http_port: int = Field(default=8001, gt=0, lt=65536)
     consumer_group: str = Field(default="depot-indexer", min_length=1)

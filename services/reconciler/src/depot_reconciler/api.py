@@ -1,4 +1,4 @@
-"""The reconciler's HTTP API (SPEC §7): start runs, apply reviewed plans, read runs (admin only)."""
+"""The reconciler's HTTP API (docs/reconciler.md): start runs, apply reviewed plans, read runs (admin only)."""
 
 from __future__ import annotations
 

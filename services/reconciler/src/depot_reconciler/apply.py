@@ -1,4 +1,4 @@
-"""A reconcile run's second half: act on a persisted plan (SPEC §7).
+"""A reconcile run's second half: act on a persisted plan (docs/reconciler.md).
 
 Each finding is re-checked at the moment of acting (the row or object may have changed
 since the scan); if it still holds, its compensation event goes into ``reconcile.outbox``

@@ -1,4 +1,4 @@
-"""``depot-reconciler``: the operator's command line (SPEC §7).
+"""``depot-reconciler``: the operator's command line (docs/reconciler.md).
 
 ``run`` is a dry run unless ``--apply``: it scans, persists the plan, prints a summary
 (a table by class, or ``--json``) and exits 0 when consistent, 1 when findings exist,

@@ -1,4 +1,4 @@
-"""Reconciler settings: the shared ``DEPOT_*`` ones plus the reconcile tunables (SPEC §7)."""
+"""Reconciler settings: the shared ``DEPOT_*`` ones plus the reconcile tunables (docs/reconciler.md)."""
 
 from __future__ import annotations
 

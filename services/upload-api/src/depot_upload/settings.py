@@ -30,7 +30,7 @@ class UploadSettings(DepotSettings):
     consumer_session_timeout: int = Field(
         default=6, gt=0, description="seconds before the broker considers a silent consumer dead"
     )
-    # the web console (SPEC §10): where the browser finds the other public APIs (empty = this origin)
+    # the web console (README, "Web console"): where the browser finds the other public APIs (empty = this origin)
     public_search_url: str = Field(default="", description="search API as the browser reaches it")
     public_reconciler_url: str = Field(default="", description="reconciler API as the browser reaches it")
     s3_cors_origins: Annotated[list[str], NoDecode] = Field(

@@ -1,4 +1,4 @@
-"""The reconcile checks (SPEC §7): one module each, and their registry.
+"""The reconcile checks (docs/reconciler.md): one module each, and their registry.
 
 Each module declares one :class:`~depot_reconciler.checks.base.Check`: what it streams,
 how it classifies an item of that stream, how ``apply`` re-checks a planned finding, and

@@ -1,11 +1,15 @@
-"""``abandoned_multipart``: an in-progress S3 multipart upload that no live upload claims (SPEC §7, §8 invariant 7).
+"""``abandoned_multipart``: an in-progress S3 multipart upload that no live upload claims (docs/reconciler.md).
+
+Its repair keeps invariant 7 of docs/invariants.md.
 
 Streams the bucket's in-progress multipart uploads under ``documents/`` (one listing page
 at a time), each joined with what PostgreSQL knows of it: whether a ``pending`` upload
 session records its upload id, and when a ``pending`` document of its key was created.
 An upload started longer than the upload TTL plus grace ago is a finding unless a
 pending session claims it or a pending document of the key is still within TTL plus
-grace (a streamed upload in flight). Apply re-checks that S3 still has the upload and
+grace (a streamed upload in flight). A key can have several uploads in progress (a client
+or SDK retrying CreateMultipartUpload whose answer was lost), so a finding's subject is
+``<key>?uploadId=<id>``. Apply re-checks that S3 still has the upload and
 that nothing claims it now, then emits ``compensation.abandoned_multipart``: upload-api
 aborts it.
 """
@@ -76,6 +80,11 @@ def _tally(progress: ScanProgress, _: MultipartUpload) -> None:
     progress.multipart_uploads += 1
 
 
+def subject(key: str, upload_id: str) -> str:
+    """One upload of a key, addressed as S3 does (a key may have several uploads in progress)."""
+    return f"{key}?uploadId={upload_id}"
+
+
 def classify(upload: MultipartUpload, limits: Limits) -> Finding | None:
     cutoff = limits.now - limits.upload_ttl - limits.grace
     if upload.initiated > cutoff or upload.session_pending:
@@ -84,7 +93,7 @@ def classify(upload: MultipartUpload, limits: Limits) -> Finding | None:
         return None
     return Finding(
         NAME,
-        upload.key,
+        subject(upload.key, upload.upload_id),
         {
             "object_key": upload.key,
             "upload_id": upload.upload_id,

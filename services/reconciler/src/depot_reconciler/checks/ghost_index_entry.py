@@ -1,4 +1,4 @@
-"""``ghost_index_entry``: an index entry whose document is not ``stored`` (SPEC §7).
+"""``ghost_index_entry``: an index entry whose document is not ``stored`` (docs/reconciler.md).
 
 Streams keyset pages of indexed entries joined with their documents. An entry of a
 document changed within ``DEPOT_RECONCILE_INDEX_LAG`` is not a finding yet (the indexer

@@ -1,4 +1,4 @@
-"""``missing_blob``: a ``stored`` document whose object is absent or has the wrong size (SPEC §7).
+"""``missing_blob``: a ``stored`` document whose object is absent or has the wrong size (docs/reconciler.md).
 
 Streams the S3 listing merged with the documents. A document changed after the run
 started is left to the next run (the listing and the pages interleave, so its object may

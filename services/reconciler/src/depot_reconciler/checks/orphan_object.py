@@ -1,4 +1,4 @@
-"""``orphan_object``: an object under ``documents/`` with no live document (SPEC §7).
+"""``orphan_object``: an object under ``documents/`` with no live document (docs/reconciler.md).
 
 Streams the S3 listing merged with the documents. An object is an orphan when no
 document names it, or its document is neither ``pending`` nor ``stored``, and it is older

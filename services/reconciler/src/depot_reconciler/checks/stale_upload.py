@@ -1,4 +1,4 @@
-"""``stale_upload``: a ``pending`` document older than its upload TTL plus grace (SPEC §7).
+"""``stale_upload``: a ``pending`` document older than its upload TTL plus grace (docs/reconciler.md).
 
 Streams the S3 listing merged with the documents. Apply re-checks that the row is the
 one the scan saw, then emits ``compensation.stale_upload``: upload-api finalizes the

@@ -1,4 +1,4 @@
-"""``stuck_outbox``: upload-api outbox events unpublished longer than the allowance (SPEC §7).
+"""``stuck_outbox``: upload-api outbox events unpublished longer than the allowance (docs/reconciler.md).
 
 Streams keyset pages of the unpublished rows of ``upload.outbox``. Reported only: no
 compensation, nothing re-checked (the relay publishes them once it runs again).

@@ -1,4 +1,4 @@
-"""``unindexed``: a ``stored`` document absent from the search index, or indexed at an older version (SPEC §7).
+"""``unindexed``: a ``stored`` document absent from the search index, or at an older version (docs/reconciler.md).
 
 Streams keyset pages of stored documents joined with their index entries. A document
 changed within ``DEPOT_RECONCILE_INDEX_LAG`` is not a finding yet (the indexer may not

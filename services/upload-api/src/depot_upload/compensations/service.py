@@ -1,4 +1,4 @@
-"""upload-api's compensation worker (SPEC §7): executes what the reconciler planned.
+"""upload-api's compensation worker (docs/reconciler.md): executes what the reconciler planned.
 
 Handles the ``depot.compensations.v1`` types upload-api owns — ``orphan_object``,
 ``missing_blob``, ``stale_upload`` and ``abandoned_multipart`` — each re-checking the row and the object at the

@@ -1,4 +1,4 @@
-"""The web console (SPEC §10): static files the upload API serves at ``/``.
+"""The web console (README, "Web console"): static files the upload API serves at ``/``.
 
 The console is plain files in ``static/`` (one HTML page, one ES module, one style sheet,
 and the hash-wasm file ``make console`` copies into ``static/vendor/``); it calls only the

@@ -20,7 +20,7 @@ from depot_common.events import DOCUMENTS_TOPIC, INDEX_TOPIC, types_on
 
 log = structlog.get_logger(__name__)
 
-#: The event types a stream carries (SPEC §4): every type of the documents and index topics.
+#: The event types a stream carries (docs/api.md): every type of the documents and index topics.
 STREAMED_TYPES = types_on((DOCUMENTS_TOPIC, INDEX_TOPIC))
 
 STREAMS = Gauge("depot_events_streams", "Connected GET /v1/events streams")

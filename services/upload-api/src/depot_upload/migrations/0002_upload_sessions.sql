@@ -1,4 +1,4 @@
--- Presigned uploads (SPEC §4): the bytes go straight to S3; this row remembers what the
+-- Presigned uploads (docs/api.md): the bytes go straight to S3; this row remembers what the
 -- client declared so that completing the upload can verify it. Keyed by the document id
 -- (the upload id clients see); the document row carries the life cycle visible to the
 -- rest of the system (pending → stored | failed), this row the upload's own.

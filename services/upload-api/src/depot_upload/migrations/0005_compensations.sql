@@ -1,9 +1,9 @@
--- The compensation worker's inbox: one row per compensation event applied (SPEC §5).
+-- The compensation worker's inbox: one row per compensation event applied (docs/events.md).
 CREATE TABLE upload.processed_events (
     event_id     uuid PRIMARY KEY,
     processed_at timestamptz NOT NULL DEFAULT now()
 );
--- Orphan objects moved to quarantine/<key> instead of being deleted on sight (SPEC §7);
+-- Orphan objects moved to quarantine/<key> instead of being deleted on sight (docs/reconciler.md);
 -- the purge deletes the copy once purge_after has passed and stamps purged_at (audit).
 CREATE TABLE upload.quarantine (
     quarantined_key text PRIMARY KEY,

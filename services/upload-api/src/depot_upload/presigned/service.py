@@ -1,4 +1,4 @@
-"""Presigned uploads (SPEC §4): the bytes go straight from the client to S3.
+"""Presigned uploads (docs/api.md): the bytes go straight from the client to S3.
 
 This module starts and resumes uploads (it issues the URLs); :mod:`.completion` completes
 and aborts them.

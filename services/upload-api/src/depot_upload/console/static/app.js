@@ -1,4 +1,4 @@
-// Depot's web console (SPEC §10). Plain DOM: every string from a user or an API goes in
+// Depot's web console (README, "Web console"). Plain DOM: every string from a user or an API goes in
 // through textContent or an attribute, never innerHTML; search snippets are parsed into
 // text nodes and <mark> elements.
 

@@ -1,4 +1,4 @@
-// GET /v1/events (SPEC §4): the caller's document events as Server-Sent Events, read with
+// GET /v1/events (docs/api.md): the caller's document events as Server-Sent Events, read with
 // fetch so the bearer token travels in the Authorization header (EventSource cannot send
 // it). Reconnects by itself with a growing pause; after every (re)connect the caller
 // catches up from the documents list, since events sent while away are not replayed.

@@ -1,4 +1,4 @@
-// The Operations view (admins only): pipeline health and reconciler runs (SPEC §7, §10).
+// The Operations view (admins only): pipeline health and reconciler runs (docs/reconciler.md).
 // The reconciler API decides who is an admin: its run list answers 200 to admins, 403 to others.
 
 import { ApiError, reconciler, upload as api } from "./api.js";

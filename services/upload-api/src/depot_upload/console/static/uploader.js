@@ -1,4 +1,4 @@
-// One file's way into Depot (SPEC §4, presigned flow):
+// One file's way into Depot (docs/api.md, presigned flow):
 //   hash (hash-wasm, streamed in slices) → POST /v1/uploads: 409 names a duplicate before
 //   any byte is sent → PUT the parts straight to S3 (several at once, each with the headers
 //   its ticket lists) → POST /v1/uploads/{id}/complete.

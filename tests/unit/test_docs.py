@@ -57,31 +57,3 @@ def test_production_code_cites_the_repositorys_own_docs_not_spec() -> None:
         and "SPEC §" in path.read_text(errors="replace")
     ]
     assert citing == []
-
-
-def setting_names() -> set[str]:
-    """The environment variable of every field of the four settings models."""
-    from pydantic_settings import BaseSettings
-
-    from depot_common.settings import DepotSettings
-    from depot_indexer.settings import IndexerSettings
-    from depot_reconciler.settings import ReconcilerSettings
-    from depot_upload.settings import UploadSettings
-
-    models: tuple[type[BaseSettings], ...] = (DepotSettings, IndexerSettings, ReconcilerSettings, UploadSettings)
-    names = set()
-    for model in models:
-        prefix = str(model.model_config.get("env_prefix", ""))
-        for name, field in model.model_fields.items():
-            alias = field.validation_alias or field.alias
-            names.add((str(alias) if alias else prefix + name).upper())
-    return names
-
-
-def test_the_readme_configuration_table_names_every_setting() -> None:
-    """Each setting a service reads from its environment has a row in README's configuration table."""
-    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", section))
-    names = setting_names()
-    assert len(names) > 30
-    assert names - documented == set()

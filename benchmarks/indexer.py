@@ -29,8 +29,8 @@ from benchmarks.report import Result, table
 from benchmarks.stack import Service, Stack
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent
 from depot_common.kafka import ensure_topics, make_producer
-from depot_indexer.blobstore import S3BlobReader
 from depot_indexer.settings import IndexerSettings
+from depot_indexer.storage import S3BlobReader
 
 NAME = "indexer"
 PARTITIONS = int(IndexerSettings.model_fields["documents_partitions"].default)

@@ -15,11 +15,11 @@ from depot_common.auth import mint_token
 from depot_common.events import CloudEvent, DocumentDeleted, DocumentFailed, DocumentStored
 from depot_common.s3 import ensure_bucket, s3_client
 from depot_indexer import repository
-from depot_indexer.blobstore import S3BlobReader
 from depot_indexer.bootstrap import build_app
 from depot_indexer.handlers import build_handlers
 from depot_indexer.ports import BlobNotFound
 from depot_indexer.settings import IndexerSettings
+from depot_indexer.storage import S3BlobReader
 from tests.conftest import serve
 
 SECRET = secrets.token_urlsafe(32)

@@ -37,10 +37,10 @@ from depot_common.kafka import ensure_topics, make_consumer, make_producer
 from depot_common.ops import ops_app
 from depot_common.s3 import s3_client
 from depot_devstack import servers
-from depot_indexer.blobstore import S3BlobReader
 from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS
 from depot_indexer.handlers import build_handlers
 from depot_indexer.settings import IndexerSettings
+from depot_indexer.storage import S3BlobReader
 from depot_upload.settings import UploadSettings
 from tests.conftest import background, serve
 from tests.kafka_helpers import read_until

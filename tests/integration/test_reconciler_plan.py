@@ -158,7 +158,7 @@ async def plant_one_of_each(world: World) -> set[tuple[str, str]]:
     await world.index_entry(ghost)
     stuck = await world.outbox_event(age=3600, published=False)
     abandoned_key = f"documents/{uuid.uuid4()}"  # a multipart upload no session claims (moto dates it 2010)
-    await world.s3.create_multipart_upload(Bucket=world.bucket, Key=abandoned_key)
+    abandoned = await world.s3.create_multipart_upload(Bucket=world.bucket, Key=abandoned_key)
     return {
         ("orphan_object", orphan_key),
         ("missing_blob", str(missing)),
@@ -167,7 +167,7 @@ async def plant_one_of_each(world: World) -> set[tuple[str, str]]:
         ("unindexed", str(unindexed)),
         ("ghost_index_entry", str(ghost)),
         ("stuck_outbox", str(stuck)),
-        ("abandoned_multipart", abandoned_key),
+        ("abandoned_multipart", f"{abandoned_key}?uploadId={abandoned['UploadId']}"),
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from depot_common.cursor import MAX_LENGTH, CursorCodec, InvalidCursor
 from depot_indexer.domain import SEARCH_CURSOR, Cursor
-from depot_reconciler.api import RUNS_CURSOR
+from depot_reconciler.endpoints import RUNS_CURSOR
 from depot_upload.documents.endpoints import PAGE_CURSOR
 from depot_upload.domain import PageCursor
 

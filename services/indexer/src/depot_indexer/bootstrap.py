@@ -21,12 +21,12 @@ from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import s3_client
 from depot_common.web import create_app
-from depot_indexer.api import router
-from depot_indexer.blobstore import S3BlobReader
 from depot_indexer.documents_source import UploadDocumentsView
+from depot_indexer.endpoints import router
 from depot_indexer.handlers import build_handlers
 from depot_indexer.repository import SCHEMA
 from depot_indexer.settings import IndexerSettings
+from depot_indexer.storage import S3BlobReader
 
 __all__ = ["CONSUMED_TOPICS", "MIGRATIONS", "build_app", "indexer_consumer", "run_consumer", "run_relay"]
 

@@ -24,7 +24,7 @@ from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import s3_client
 from depot_common.web import create_app
-from depot_reconciler.api import router
+from depot_reconciler.endpoints import router
 from depot_reconciler.repository import MIGRATIONS, SCHEMA
 from depot_reconciler.runner import Reconciler
 from depot_reconciler.settings import ReconcilerSettings

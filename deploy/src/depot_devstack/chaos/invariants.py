@@ -166,11 +166,14 @@ async def check(env: dict[str, str], ledger: Ledger, search_url: str, token: str
     finally:
         await conn.close()
     stored_keys = {row["object_key"]: doc for doc, row in documents.items() if row["status"] == "stored"}
+    # a DELETE whose answer was lost may have been carried out: such a document is deleted or intact
+    asked_away = {doc for doc in ledger.delete_unanswered if doc in documents and documents[doc]["status"] == "deleted"}
+    live = {doc: acked for doc, acked in ledger.live().items() if doc not in asked_away}
 
     async with s3_client(settings) as s3:
         objects = {item["Key"]: int(item["Size"]) async for item in _objects(s3, settings.s3_bucket)}
         # 1 + 5: every acknowledged, undeleted document is stored, with its bytes intact
-        for doc, acked in ledger.live().items():
+        for doc, acked in live.items():
             row = documents.get(doc)
             if row is None or row["status"] != "stored":
                 verdict.add("lost", f"{doc} ({acked.via}): status {row['status'] if row else 'missing'}")
@@ -193,7 +196,6 @@ async def check(env: dict[str, str], ledger: Ledger, search_url: str, token: str
             if key not in stored_keys:
                 verdict.add("orphans", key)
         # 1: every stored document's object exists with its size (the acknowledged ones were checked above)
-        live = ledger.live()
         for key, doc in stored_keys.items():
             row = documents[doc]
             if doc in live:

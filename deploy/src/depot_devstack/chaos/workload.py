@@ -47,6 +47,7 @@ class Ledger:
 
     acked: dict[str, Acked] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
+    delete_unanswered: set[str] = field(default_factory=set)  # a DELETE sent whose answer never came
     statuses: Counter[str] = field(default_factory=Counter)
     operations: Counter[str] = field(default_factory=Counter)
     server_errors: list[str] = field(default_factory=list)
@@ -213,6 +214,9 @@ class Client:
                 self.ledger.deleted.add(doc)  # a 404 on a retry: an earlier attempt deleted it
             else:
                 self._unexpected("delete", response)
+        except GaveUp:
+            self.ledger.delete_unanswered.add(doc)  # it may have been carried out: stored intact or deleted
+            raise
         finally:
             self.ledger.busy.discard(doc)
 

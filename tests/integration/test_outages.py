@@ -164,7 +164,7 @@ async def test_a_connection_lost_in_the_middle_of_a_unit_of_work_is_a_postgresql
             for _ in range(2):
                 try:
                     await conn.fetchval("SELECT 1")
-                except Exception as error:  # noqa: BLE001 - what asyncpg raises is the point
+                except Exception as error:
                     failures.append(error)
         assert len(failures) == 2, "every call on the lost connection fails"
         for failure in failures:

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge
 from depot_common import tracing
 from depot_common.db import Connection, advisory_key, identifier, init_connection
 from depot_common.events.envelope import CONTENT_TYPE, CloudEvent
+from depot_common.faults import CrashPoints
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +97,9 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         retention_seconds: int = 3600,
+        crash_points: CrashPoints | None = None,
     ) -> None:
+        self._crash = crash_points or CrashPoints()
         self.schema = identifier(schema)
         self._dsn = dsn
         self._producer = producer
@@ -183,6 +186,7 @@ class OutboxRelay:
             return 0
         for span in spans:
             span.end()
+        self._crash.reached("after_send", schema=self.schema, batch=len(rows))
         await self._mark_published(conn, [row["id"] for row in rows])
         PUBLISHED.labels(self.schema).inc(len(rows))
         log.debug("outbox.published", schema=self.schema, count=len(rows))

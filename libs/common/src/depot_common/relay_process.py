@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from depot_common import kafka
 from depot_common.db import MigrationSource, create_pool, migrate
+from depot_common.faults import CrashPoints
 from depot_common.lifecycle import run_until_signalled
 from depot_common.ops import ops_endpoints
 from depot_common.outbox import OutboxRelay
@@ -35,6 +36,7 @@ async def run_outbox_relay(
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_interval,
         retention_seconds=settings.outbox_retention,
+        crash_points=CrashPoints(settings.crash_at),
     )
     try:
         async with ops_endpoints(settings, port=settings.ops_port, host=settings.http_host, title=title):

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from depot_common.faults import CrashPoint
+
 MIB = 1024 * 1024
 
 
@@ -28,6 +30,7 @@ class DepotSettings(BaseSettings):
     aws_access_key_id: SecretStr | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY")
     jwt_secret: SecretStr | None = None
+    crash_at: CrashPoint | None = Field(default=None, description="fault injection for tests only")
     jwt_jwks_url: str = ""
     # OIDC (docs/api.md, "Authentication"): required with a JWKS URL, checked for HS256 tokens too when set
     jwt_issuer: str = ""

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from depot_common.consumer import EventConsumer, running_consumer
 from depot_common.db import create_pool, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, Service, ignored_by
+from depot_common.faults import CrashPoints
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
@@ -31,7 +32,6 @@ from depot_upload.documents.storage import S3BlobStore
 from depot_upload.events_stream.endpoints import router as events_router
 from depot_upload.events_stream.feed import KafkaFeed
 from depot_upload.events_stream.service import EventHub
-from depot_upload.faults import CrashPoints
 from depot_upload.pipeline.endpoints import router as pipeline_router
 from depot_upload.pipeline.offsets import KafkaOffsets
 from depot_upload.pipeline.repository import PostgresOutboxes
@@ -67,7 +67,9 @@ def build_app(settings: UploadSettings) -> FastAPI:
             app.state.service = UploadService(
                 documents=documents,
                 uow=uow,
-                blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
+                blobs=S3BlobStore(
+                    s3, bucket=settings.s3_bucket, part_size=settings.part_size, crash_points=crash_points
+                ),
                 max_upload_bytes=settings.max_upload_bytes,
                 download_url_ttl=settings.download_url_ttl,
                 crash_points=crash_points,
@@ -86,7 +88,7 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 crash_points=crash_points,
             )
             app.state.completion = UploadCompletion(
-                sessions=sessions, store=presign_store, documents=documents, uow=uow
+                sessions=sessions, store=presign_store, documents=documents, uow=uow, crash_points=crash_points
             )
             app.state.pipeline = PipelineHealth(
                 PostgresOutboxes(pool), KafkaOffsets(settings.kafka_servers), consumers=settings.pipeline_pairs
@@ -151,6 +153,7 @@ async def compensation_consumer(settings: UploadSettings) -> AsyncIterator[tuple
                 S3CompensationObjects(s3, bucket=settings.s3_bucket),
                 quarantine_retention=settings.quarantine_retention,
                 upload_ttl=settings.upload_ttl,
+                crash_points=CrashPoints(settings.crash_at),
             )
             async with running_consumer(
                 bootstrap=settings.kafka_servers,

@@ -8,7 +8,6 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from depot_common.settings import MIB, DepotSettings
-from depot_upload.faults import CrashPoint
 
 
 class UploadSettings(DepotSettings):
@@ -36,7 +35,6 @@ class UploadSettings(DepotSettings):
     s3_cors_origins: Annotated[list[str], NoDecode] = Field(
         default=[], description="origins whose pages PUT presigned parts straight to the bucket (bucket CORS)"
     )
-    crash_at: CrashPoint | None = Field(default=None, description="fault injection for tests only")
     events_heartbeat_interval: int = Field(
         default=10, gt=0, le=15, description="seconds between GET /v1/events heartbeats when idle"
     )

@@ -59,6 +59,7 @@ from depot_common.events import (
     StaleUpload,
     handler_table,
 )
+from depot_common.faults import CrashPoints
 from depot_upload.compensations.ports import ObjectStore, UploadState
 from depot_upload.domain import Status, StoredBlob
 from depot_upload.presigned.completion import fail_upload, store_upload
@@ -83,8 +84,15 @@ class Compensations:
     """The handlers and the quarantine purge, over units of work and an object store."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, objects: ObjectStore, *, quarantine_retention: int, upload_ttl: int
+        self,
+        uow: UnitOfWorkFactory,
+        objects: ObjectStore,
+        *,
+        quarantine_retention: int,
+        upload_ttl: int,
+        crash_points: CrashPoints | None = None,
     ) -> None:
+        self._crash = crash_points or CrashPoints()
         self._uow = uow
         self._objects = objects
         self._retention = quarantine_retention
@@ -119,6 +127,7 @@ class Compensations:
             if not await self._copy_to_quarantine(uow, key, size, event.data.run_id):
                 return
             await uow.commit()
+        self._crash.reached("after_quarantine_copy", object_key=key)
         await self._objects.delete(key)
         log.info("compensation.orphan_quarantined", object_key=key, size_bytes=size)
 

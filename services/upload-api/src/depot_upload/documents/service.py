@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import structlog
 
 from depot_common.errors import DepotError, Duplicate, Gone, NotFound, PayloadTooLarge, Unprocessable
+from depot_common.faults import CrashPoints
 from depot_upload import metrics
 from depot_upload.documents.ports import BlobStore, DocumentRepository, IdempotencyKeyTaken
 from depot_upload.domain import (
@@ -32,7 +33,6 @@ from depot_upload.domain import (
     validate_filename,
     validate_idempotency_key,
 )
-from depot_upload.faults import CrashPoints
 from depot_upload.unit_of_work import UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -109,7 +109,6 @@ class UploadService:
             raise
         self._crash.reached("after_object")
         try:
-            self._crash.reached("before_stored")
             # the unique index on (owner, sha256) of stored rows decides duplicates, races included
             document = await self._store(document_id, blob, idempotency_key)
         except (Duplicate, IdempotencyKeyTaken):
@@ -205,6 +204,7 @@ class UploadService:
                 raise NotFound("document not found")
             document = await uow.apply(current.delete())
             await uow.commit()
+        self._crash.reached("after_delete_commit")
         metrics.DELETES.inc()
         log.info("document.deleted", document_id=str(document_id), version=document.version)
         await self._blobs.delete(document.object_key)  # a failure leaves an orphan the reconciler removes

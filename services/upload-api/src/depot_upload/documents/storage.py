@@ -20,6 +20,7 @@ import structlog
 from botocore.exceptions import ClientError
 
 from depot_common.errors import Conflict, PayloadTooLarge, Unavailable
+from depot_common.faults import CrashPoints
 from depot_common.s3 import error_code, is_not_found
 from depot_upload.domain import StoredBlob
 
@@ -27,7 +28,8 @@ log = structlog.get_logger(__name__)
 
 
 class S3BlobStore:
-    def __init__(self, client: Any, *, bucket: str, part_size: int) -> None:
+    def __init__(self, client: Any, *, bucket: str, part_size: int, crash_points: CrashPoints | None = None) -> None:
+        self._crash = crash_points or CrashPoints()
         self._s3 = client
         self._bucket = bucket
         self._part_size = part_size
@@ -56,6 +58,7 @@ class S3BlobStore:
                         upload_id = created["UploadId"]
                     if in_flight is not None:
                         parts.append(await in_flight)
+                        self._crash.reached("after_part", key=key, parts=len(parts))
                     in_flight = asyncio.create_task(self._upload_part(key, upload_id, len(parts) + 1, buffer))
                     buffer = io.BytesIO()
             if upload_id is None:

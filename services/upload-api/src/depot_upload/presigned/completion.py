@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import structlog
 
 from depot_common.errors import Conflict, Duplicate, NotFound
+from depot_common.faults import CrashPoints
 from depot_upload.domain import Document, Status, StoredBlob
 from depot_upload.presigned.domain import (
     COMPLETED,
@@ -42,8 +43,15 @@ log = structlog.get_logger(__name__)
 
 class UploadCompletion:
     def __init__(
-        self, *, sessions: UploadSessions, store: PresignStore, documents: StoredDocuments, uow: UnitOfWorkFactory
+        self,
+        *,
+        sessions: UploadSessions,
+        store: PresignStore,
+        documents: StoredDocuments,
+        uow: UnitOfWorkFactory,
+        crash_points: CrashPoints | None = None,
     ) -> None:
+        self._crash = crash_points or CrashPoints()
         self._sessions = sessions
         self._store = store
         self._documents = documents
@@ -85,6 +93,7 @@ class UploadCompletion:
         if not matches(session, blob):
             await self._reject(session, blob)
 
+        self._crash.reached("before_upload_stored")
         try:
             async with self._uow() as uow:
                 document = await store_upload(uow, upload_id, blob)

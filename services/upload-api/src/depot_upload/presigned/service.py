@@ -38,13 +38,13 @@ from collections.abc import Sequence
 import structlog
 
 from depot_common.errors import DepotError, Duplicate, Gone, NotFound
+from depot_common.faults import CrashPoints
 from depot_upload.domain import (
     Status,
     normalize_content_type,
     object_key,
     validate_filename,
 )
-from depot_upload.faults import CrashPoints
 from depot_upload.presigned.domain import (
     COMPLETED,
     FailureReason,

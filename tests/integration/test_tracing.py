@@ -120,6 +120,8 @@ async def test_one_upload_is_one_trace_across_api_relay_and_indexer(
     assert any(s.kind == CLIENT and s.attributes.get("db.system") == "postgresql" for s in api_spans)
     assert any(s.kind == CLIENT and s.name.startswith("S3.") for s in api_spans), [s.name for s in api_spans]
     api_ids = {s.span_id for s in api_spans}
+    bookkeeping = [s.name for s in ours if s.name.rstrip(";") in {"BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"}]
+    assert bookkeeping == [], "SQL bookkeeping spans are not sampled"
 
     [publish] = by_service["upload-api.relay"]
     assert (publish.name, publish.kind) == (f"publish {DOCUMENTS_TOPIC}", PRODUCER)

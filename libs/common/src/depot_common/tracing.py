@@ -53,7 +53,8 @@ def configure_tracing(service: str) -> None:
     The other standard ``OTEL_*`` variables apply (``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``,
     ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_BSP_*``, ``OTEL_TRACES_SAMPLER``). Without a sampler set,
     every trace is kept except those a database or S3 call would start on its own (a relay's polling,
-    a consumer's bookkeeping outside any event): they are noise, not work anyone asked for.
+    a consumer's bookkeeping outside any event), and SQL bookkeeping spans (``BEGIN``, ``COMMIT``,
+    savepoints, the pool's reset) are dropped: they are noise, not work anyone asked for.
     """
     global _enabled
     if _enabled or not os.environ.get(ENDPOINT_VARIABLE):
@@ -65,12 +66,49 @@ def configure_tracing(service: str) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service}
-    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(root=_NoLoneClientSpans())
+    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else _DepotSampler()
     provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
     _enabled = True
+
+
+#: SQL that is the driver's bookkeeping, not a query of ours: transaction control, the pool's reset.
+_SQL_BOOKKEEPING = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+_POOL_RESET = "SELECT pg_advisory_unlock_all();"
+
+
+class _DepotSampler(Sampler):
+    """Parent-based, always on, less the noise: SQL bookkeeping spans (a third of an upload's spans, and of
+    the cost of tracing it) and the traces a client call outside any request would start."""
+
+    def __init__(self) -> None:
+        self._parent_based = ParentBased(root=_NoLoneClientSpans())
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if kind is SpanKind.CLIENT and _is_sql_bookkeeping(name, attributes):
+            return SamplingResult(Decision.DROP)
+        return self._parent_based.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "DepotSampler"
+
+
+def _is_sql_bookkeeping(name: str, attributes: Attributes) -> bool:
+    if name.rstrip(";").upper() in _SQL_BOOKKEEPING:
+        return True
+    statement = (attributes or {}).get("db.statement") or (attributes or {}).get("db.query.text")
+    return isinstance(statement, str) and statement.startswith(_POOL_RESET)
 
 
 class _NoLoneClientSpans(Sampler):

@@ -145,6 +145,37 @@ async def crash_for(cluster: PrivateCluster, seconds: float) -> None:
     await asyncio.to_thread(cluster.start)
 
 
+async def test_a_connection_lost_in_the_middle_of_a_unit_of_work_is_a_postgresql_outage(
+    cluster: PrivateCluster,
+) -> None:
+    """A crash between two statements of one transaction: asyncpg detaches the pooled connection and the
+    next call raises InterfaceError ("released back to the pool") — an outage (503), not a bug (500)."""
+    from depot_common.outages import dependency_unavailable
+
+    url = await asyncio.to_thread(cluster.database, "lost_mid_transaction")
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        failures: list[BaseException] = []
+        async with pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.fetchval("SELECT 1")
+            await asyncio.to_thread(cluster.crash)
+            await asyncio.sleep(0.5)  # asyncpg notices the lost socket
+            for _ in range(2):
+                try:
+                    await conn.fetchval("SELECT 1")
+                except Exception as error:
+                    failures.append(error)
+        assert len(failures) == 2, "every call on the lost connection fails"
+        for failure in failures:
+            outage = dependency_unavailable(failure)
+            assert outage is not None, f"{failure!r} must be a PostgreSQL outage"
+            assert outage.dependency == "postgresql"
+    finally:
+        await asyncio.to_thread(cluster.start)
+        await pool.close()
+
+
 async def test_postgresql_crash_during_a_backlog_dead_letters_nothing_and_applies_every_event_once(
     cluster: PrivateCluster, kafka_bootstrap: str
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from depot_common.events import CloudEvent, MissingBlob, OrphanObject, RawCloudEvent, StaleUpload
+from depot_common.events import CloudEvent, ContentMismatch, MissingBlob, OrphanObject, RawCloudEvent, StaleUpload
 from depot_common.lifecycle import background_task
 from depot_reconciler import cli
 from depot_reconciler.bootstrap import run_relay
@@ -156,6 +156,35 @@ async def test_missing_blob_that_reappeared_or_was_deleted_since_the_plan_is_ski
     assert await status_version(world, deleted) == ("deleted", 2)
     assert await body_of(world, f"documents/{restored}") == b"0123456789"
     assert await outbox(world) == []
+
+
+async def test_content_mismatch_quarantines_the_object_and_fails_the_document_once(world: World) -> None:
+    """Bytes replaced behind Depot's back (same size): the object moves to quarantine/, the document becomes
+    failed (content_mismatch) with document.failed in one commit; a redelivery, an intact document: no change."""
+    recorded, tampered = b"the recorded bytes", b"the tampered bytes"
+    document_id = await real_document(world, "stored", recorded)
+    key = f"documents/{document_id}"
+    await world.put_object(key, tampered)
+    intact = await real_document(world, "stored", b"intact bytes")
+    await world.put_object(f"documents/{intact}", b"intact bytes")
+    for target in (document_id, document_id, intact):
+        data = ContentMismatch(
+            document_id=target,
+            object_key=f"documents/{target}",
+            expected_sha256=hashlib.sha256(recorded).hexdigest(),
+            actual_sha256=hashlib.sha256(tampered).hexdigest(),
+            run_id=uuid.uuid4(),
+        )
+        await deliver(world, "compensation.content_mismatch", data)
+    assert await status_version(world, document_id) == ("failed", 2)
+    assert await outbox(world) == [
+        ("document.failed", {"document_id": str(document_id), "owner_id": "alice", "reason": "content_mismatch"})
+    ]
+    assert await body_of(world, key) is None
+    assert await body_of(world, f"quarantine/{key}") == tampered
+    assert await world.pool.fetchval("SELECT object_key FROM upload.quarantine") == key
+    assert await status_version(world, intact) == ("stored", 1)
+    assert await body_of(world, f"documents/{intact}") == b"intact bytes"
 
 
 async def test_stale_presigned_upload_whose_bytes_match_is_finalized(world: World) -> None:

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from depot_common.errors import Unavailable
-from depot_common.events import AbandonedMultipart, CloudEvent, MissingBlob, OrphanObject, StaleUpload
+from depot_common.events import AbandonedMultipart, CloudEvent, ContentMismatch, MissingBlob, OrphanObject, StaleUpload
 from depot_upload.compensations.service import Compensations, quarantine_key
 from depot_upload.domain import Status, StoredBlob, object_key
 from depot_upload.fakes import FakeBucket, FakeDatabase
@@ -169,6 +169,58 @@ async def test_missing_blob_whose_object_is_back_is_skipped(world: World) -> Non
     )
     assert world.status(document_id) == (Status.STORED, 2)
     assert world.events() == []
+
+
+def mismatch(document_id: uuid.UUID) -> ContentMismatch:
+    return ContentMismatch(
+        document_id=document_id,
+        object_key=object_key(document_id),
+        expected_sha256=blob(b"0123456789").sha256,
+        actual_sha256=blob(b"tampered!!").sha256,
+        run_id=RUN,
+    )
+
+
+async def test_content_mismatch_fails_the_document_and_quarantines_its_object_once(world: World) -> None:
+    """Bytes that still differ: failed (content_mismatch) with its event, object moved to quarantine; a redelivery
+    of the same event changes nothing more."""
+    document_id = await world.document(Status.STORED, b"0123456789")
+    key = object_key(document_id)
+    world.bucket.put(key, b"tampered!!")
+    await world.deliver("content_mismatch", mismatch(document_id))
+    assert world.status(document_id) == (Status.FAILED, 3)
+    assert world.events() == [("document.failed", "content_mismatch")]
+    assert key not in world.bucket.objects
+    assert world.bucket.objects[quarantine_key(key)].data == b"tampered!!"
+    assert world.db.tables.quarantine[quarantine_key(key)].run_id == RUN
+    await world.deliver("content_mismatch", mismatch(document_id))
+    assert world.status(document_id) == (Status.FAILED, 3)
+    assert len(world.events()) == 1
+
+
+async def test_content_mismatch_whose_bytes_match_again_or_are_gone_is_skipped(world: World) -> None:
+    """Re-hashed when it acts: bytes restored since the plan, or an object gone (missing_blob's), leave it stored."""
+    restored = await world.document(Status.STORED, b"0123456789")
+    world.bucket.put(object_key(restored), b"0123456789")
+    gone = await world.document(Status.STORED, b"0123456789", owner="bob")
+    for document_id in (restored, gone):
+        await world.deliver("content_mismatch", mismatch(document_id))
+        assert world.status(document_id) == (Status.STORED, 2)
+    assert world.events() == []
+    assert world.bucket.objects[object_key(restored)].data == b"0123456789"
+    assert world.db.tables.quarantine == {}
+
+
+async def test_content_mismatch_that_cannot_be_quarantined_changes_nothing(world: World) -> None:
+    """When the quarantine copy fails, the failed state and its event roll back together; the object stays."""
+    document_id = await world.document(Status.STORED, b"0123456789")
+    world.bucket.put(object_key(document_id), b"tampered!!")
+    world.bucket.failing.add("copy")
+    with pytest.raises(Unavailable):
+        await world.deliver("content_mismatch", mismatch(document_id))
+    assert world.status(document_id) == (Status.STORED, 2)
+    assert world.events() == []
+    assert object_key(document_id) in world.bucket.objects
 
 
 async def test_a_stale_upload_whose_bytes_match_is_finalized(world: World) -> None:

@@ -20,6 +20,7 @@ from depot_common.events import (
     TOPIC_OF,
     AbandonedMultipart,
     CloudEvent,
+    ContentMismatch,
     DocumentDeleted,
     DocumentFailed,
     DocumentIndexed,
@@ -67,6 +68,9 @@ SAMPLES: dict[str, BaseModel] = {
     "compensation.ghost_index_entry": GhostIndexEntry(document_id=DOC, run_id=RUN),
     "compensation.abandoned_multipart": AbandonedMultipart(
         object_key=KEY, upload_id="2~abc", initiated=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), run_id=RUN
+    ),
+    "compensation.content_mismatch": ContentMismatch(
+        document_id=DOC, object_key=KEY, expected_sha256="ab" * 32, actual_sha256="cd" * 32, run_id=RUN
     ),
 }
 

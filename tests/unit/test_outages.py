@@ -30,6 +30,7 @@ def wrapped(cause: BaseException) -> Unavailable:
         (asyncpg.AdminShutdownError("terminating connection due to administrator command"), "postgresql"),
         (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"), "postgresql"),
         (asyncpg.TooManyConnectionsError("sorry, too many clients already"), "postgresql"),
+        (asyncpg.InterfaceError("connection is closed"), "postgresql"),
         (s3_error(503, "SlowDown"), "s3"),
         (s3_error(500, "InternalError"), "s3"),
         (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), "s3"),
@@ -58,6 +59,7 @@ def test_outages_name_their_dependency(error: BaseException, dependency: str) ->
     [
         asyncpg.UniqueViolationError("duplicate key value violates unique constraint"),
         asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
         s3_error(404, "NoSuchKey"),
         s3_error(403, "AccessDenied"),
         wrapped(s3_error(400, "InvalidArgument")),

@@ -25,6 +25,7 @@ from depot_common.errors import Dependency, DependencyUnavailable, DepotError
 DRIVER_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresError,
+    asyncpg.InterfaceError,
     HTTPClientError,
     BotoConnectionError,
     ClientError,
@@ -39,6 +40,9 @@ _POSTGRES_OUTAGES: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,  # 57P03: starting up, in recovery
     asyncpg.InsufficientResourcesError,  # 53xxx: too many connections, disk full, out of memory
 )
+#: What asyncpg says when a connection died under a caller: PostgreSQL crashed or restarted between two
+#: statements, so the pool detached the connection ("released back to the pool") or closed it.
+_LOST_CONNECTION_MESSAGES = ("connection is closed", "connection has been released back to the pool")
 _S3_OUTAGE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503"})
 _DRIVER_MODULES: tuple[tuple[str, Dependency], ...] = (
     ("asyncpg", "postgresql"),
@@ -81,6 +85,8 @@ def _dependency_of(error: BaseException) -> Dependency | None:
         return "postgresql"
     if isinstance(error, asyncpg.PostgresError):
         return None
+    if isinstance(error, asyncpg.InterfaceError):
+        return "postgresql" if any(text in str(error) for text in _LOST_CONNECTION_MESSAGES) else None
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         code = str(error.response.get("Error", {}).get("Code", ""))

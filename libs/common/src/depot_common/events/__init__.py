@@ -3,6 +3,7 @@
 from depot_common.events.compensations import (
     COMPENSATIONS_TOPIC,
     AbandonedMultipart,
+    ContentMismatch,
     GhostIndexEntry,
     MissingBlob,
     OrphanObject,
@@ -42,6 +43,7 @@ __all__ = [
     "TOPIC_OF",
     "AbandonedMultipart",
     "CloudEvent",
+    "ContentMismatch",
     "DocumentDeleted",
     "DocumentFailed",
     "DocumentIndexFailed",

@@ -63,3 +63,13 @@ class AbandonedMultipart(_Data):
     upload_id: str
     initiated: datetime
     run_id: uuid.UUID
+
+
+class ContentMismatch(_Data):
+    """A ``stored`` document's object no longer hashes to its recorded SHA-256: quarantine it, fail the document."""
+
+    document_id: uuid.UUID
+    object_key: str
+    expected_sha256: str
+    actual_sha256: str
+    run_id: uuid.UUID

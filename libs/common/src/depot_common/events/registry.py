@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from depot_common.events.compensations import (
     COMPENSATIONS_TOPIC,
     AbandonedMultipart,
+    ContentMismatch,
     GhostIndexEntry,
     MissingBlob,
     OrphanObject,
@@ -77,6 +78,9 @@ REGISTRY: tuple[EventType, ...] = (
         COMPENSATIONS_TOPIC,
         Service.RECONCILER,
         Service.UPLOAD_API,
+    ),
+    EventType(
+        "compensation.content_mismatch", ContentMismatch, COMPENSATIONS_TOPIC, Service.RECONCILER, Service.UPLOAD_API
     ),
 )
 

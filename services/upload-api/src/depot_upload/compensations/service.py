@@ -1,11 +1,11 @@
 """upload-api's compensation worker (docs/reconciler.md): executes what the reconciler planned.
 
 Handles the ``depot.compensations.v1`` types upload-api owns — ``orphan_object``,
-``missing_blob``, ``stale_upload`` and ``abandoned_multipart`` — each re-checking the row and the object at the
-moment it acts, so a finding that changed since the scan is skipped, and a repeated
-event is harmless. Imports nothing outward (no FastAPI, aiokafka or boto): the adapters
-are the Protocols of :mod:`depot_upload.compensations.ports`, implemented by
-:mod:`.repository` and :mod:`.storage`.
+``missing_blob``, ``content_mismatch``, ``stale_upload`` and ``abandoned_multipart`` — each
+re-checking the row and the object at the moment it acts, so a finding that changed since
+the scan is skipped, and a repeated event is harmless. Imports nothing outward (no FastAPI,
+aiokafka or boto): the adapters are the Protocols of :mod:`depot_upload.compensations.ports`,
+implemented by :mod:`.repository` and :mod:`.storage`.
 
 Each handler runs its own unit of work (``async with uow``): the document's transition and
 its outbox event commit together, and bytes are deleted only after that commit. The
@@ -19,6 +19,12 @@ commits redelivers the event, which the re-check then turns into a no-op.
 * ``missing_blob``: a document still ``stored`` whose object is still absent or of the
   wrong size becomes ``failed`` (version + 1) with a ``document.failed`` event
   (``blob_lost``) in one unit of work; a wrong-size object is quarantined, not deleted.
+* ``content_mismatch``: a document still ``stored`` whose object, read back in bounded chunks
+  and hashed now, still differs from its recorded size and SHA-256 becomes ``failed`` (version
+  + 1) with a ``document.failed`` event (``content_mismatch``), and its object is quarantined
+  (copied and recorded in that unit of work, deleted after the commit). The object is hashed
+  before the row is locked, so no transaction stays open for the read; an object gone by
+  then is ``missing_blob``'s to repair.
 * ``stale_upload``: a document still ``pending`` past its TTL is finalized when its bytes
   are there and match the size and SHA-256 declared for its presigned upload; otherwise
   it is marked ``failed`` (``upload_expired``, committed first) and then its multipart
@@ -44,7 +50,15 @@ from pydantic import BaseModel
 
 from depot_common.db import Connection
 from depot_common.errors import Duplicate
-from depot_common.events import AbandonedMultipart, CloudEvent, MissingBlob, OrphanObject, StaleUpload, handler_table
+from depot_common.events import (
+    AbandonedMultipart,
+    CloudEvent,
+    ContentMismatch,
+    MissingBlob,
+    OrphanObject,
+    StaleUpload,
+    handler_table,
+)
 from depot_upload.compensations.ports import ObjectStore, UploadState
 from depot_upload.domain import Status, StoredBlob
 from depot_upload.presigned.completion import fail_upload, store_upload
@@ -54,6 +68,8 @@ from depot_upload.unit_of_work import UnitOfWork, UnitOfWorkFactory
 log = structlog.get_logger(__name__)
 
 QUARANTINE_PREFIX = "quarantine/"
+#: ``document.failed`` reason of a document whose stored bytes no longer hash to its SHA-256.
+CONTENT_MISMATCH = "content_mismatch"
 
 
 def quarantine_key(key: str) -> str:
@@ -64,7 +80,7 @@ Handler = Any  # (Connection, CloudEvent[Any]) -> Awaitable[None], as depot_comm
 
 
 class Compensations:
-    """The three handlers and the quarantine purge, over units of work and an object store."""
+    """The handlers and the quarantine purge, over units of work and an object store."""
 
     def __init__(
         self, uow: UnitOfWorkFactory, objects: ObjectStore, *, quarantine_retention: int, upload_ttl: int
@@ -80,6 +96,7 @@ class Compensations:
             {
                 OrphanObject: self.orphan_object,
                 MissingBlob: self.missing_blob,
+                ContentMismatch: self.content_mismatch,
                 StaleUpload: self.stale_upload,
                 AbandonedMultipart: self.abandoned_multipart,
             }
@@ -135,6 +152,36 @@ class Compensations:
         if quarantined:
             await self._objects.delete(key)
         log.warning("compensation.blob_lost", document_id=str(document_id), object_size=size)
+
+    async def content_mismatch(self, _inbox: Connection, event: CloudEvent[ContentMismatch]) -> None:
+        """Fail a ``stored`` document whose object still hashes to other bytes, and quarantine the object."""
+        document_id, key = event.data.document_id, event.data.object_key
+        measured = await self._objects.measure(key)  # streamed, before any row is locked
+        if measured is None:
+            log.info("compensation.skipped", document_id=str(document_id), reason="the object is gone")
+            return
+        async with self._uow() as uow:
+            document = await uow.documents.lock(document_id)
+            if document is None or document.status is not Status.STORED or document.object_key != key:
+                log.info("compensation.skipped", document_id=str(document_id), reason="document is no longer stored")
+                return
+            if measured == StoredBlob(size_bytes=document.size_bytes or 0, sha256=document.sha256 or ""):
+                log.info("compensation.skipped", document_id=str(document_id), reason="the object matches again")
+                return
+            await uow.apply(document.fail(CONTENT_MISMATCH))
+            quarantined = await self._copy_to_quarantine(uow, key, measured.size_bytes, event.data.run_id)
+            await uow.commit()
+        if quarantined:
+            await self._objects.delete(key)
+        log.warning(
+            "compensation.content_mismatch",
+            document_id=str(document_id),
+            object_key=key,
+            expected_sha256=document.sha256,
+            actual_sha256=measured.sha256,
+            quarantined=quarantined,
+            run_id=str(event.data.run_id),
+        )
 
     async def stale_upload(self, _inbox: Connection, event: CloudEvent[StaleUpload]) -> None:
         """Finalize an expired ``pending`` upload whose bytes match its declaration; else fail it, free the bytes."""

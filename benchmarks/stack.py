@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,16 +155,18 @@ class Stack:
         http: bool = False,
         python_args: Sequence[str] = (),
         database_url: str | None = None,
+        environment: Mapping[str, str] | None = None,
         **overrides: str,
     ) -> AsyncIterator[Service]:
         """Start ``python [python_args] ARGS`` (e.g. ``-m depot_indexer consume``) with ``DEPOT_<NAME>`` overrides.
 
         ``http`` ones get a free port and are waited for until ``/readyz`` answers 200; the
         process is stopped after the block. ``python_args`` run it under a tool, e.g.
-        ``["-m", "cProfile", "-o", path]``.
+        ``["-m", "cProfile", "-o", path]``; ``environment`` adds other variables (``OTEL_*``).
         """
         self._process_count += 1
         env = self.env(database_url) | {f"DEPOT_{key.upper()}": value for key, value in overrides.items()}
+        env |= environment or {}
         url = ""
         if http:
             port = servers.free_port()
@@ -188,7 +190,11 @@ class Stack:
 
     @contextlib.asynccontextmanager
     async def api(
-        self, python_args: Sequence[str] = (), database_url: str | None = None, **overrides: str
+        self,
+        python_args: Sequence[str] = (),
+        database_url: str | None = None,
+        environment: Mapping[str, str] | None = None,
+        **overrides: str,
     ) -> AsyncIterator[Api]:
         """Start ``python [python_args] -m depot_upload serve`` with ``DEPOT_<NAME>`` overrides; stop it after.
 
@@ -200,6 +206,7 @@ class Stack:
             http=True,
             python_args=python_args,
             database_url=database_url,
+            environment=environment,
             **overrides,
         ) as service:
             yield Api(url=service.url, process=service.process, token=mint_token(self.jwt_secret, "bench", ttl=3600))

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,27 +36,46 @@ def service_processes(
     logs: dict[str, Path], stack_env: dict[str, str], **extra: str
 ) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], str]]]:
     """`python -m <module> serve` for each module (started together, each on a free port), stopped on exit."""
+    with started({module: (module, log, extra) for module, log in logs.items()}, stack_env) as running:
+        yield running
+
+
+@contextmanager
+def crashing_apis(
+    stack_env: dict[str, str], log_dir: Path, points: Sequence[str]
+) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], str]]]:
+    """One `depot-upload serve` per crash point (``DEPOT_CRASH_AT``), started together; by point."""
+    specs = {point: ("depot_upload", log_dir / f"api-{point}.log", {"DEPOT_CRASH_AT": point}) for point in points}
+    with started(specs, stack_env) as running:
+        yield running
+
+
+@contextmanager
+def started(
+    specs: dict[str, tuple[str, Path, dict[str, str]]], stack_env: dict[str, str]
+) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], str]]]:
+    """`python -m <module> serve` per name (module, log, extra env), started together, each on a free port."""
     running: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
-        for module, log in logs.items():
+        for name, (module, log, extra) in specs.items():
             port = servers.free_port()
             env = {**os.environ, **stack_env, "DEPOT_HTTP_PORT": str(port), **extra}
             with log.open("ab") as sink:
                 command = [sys.executable, "-m", module, "serve"]
-                running[module] = (
+                running[name] = (
                     subprocess.Popen(command, env=env, stdout=sink, stderr=sink),
                     f"http://127.0.0.1:{port}",
                 )
         deadline = time.monotonic() + 300  # a loaded machine imports slowly
-        for module, (process, url) in running.items():
+        for name, (process, url) in running.items():
             while True:
-                assert process.poll() is None, logs[module].read_text()
+                assert process.poll() is None, specs[name][1].read_text()
                 try:
                     if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
-                assert time.monotonic() < deadline, f"{module} did not start"
+                assert time.monotonic() < deadline, f"{name} did not start"
                 time.sleep(0.1)
         yield running
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ import pytest
 
 from depot_upload.faults import CRASH_EXIT_CODE
 from depot_upload.settings import UploadSettings
-from tests.processes import api_process
+from tests.crash_recovery import CrashWorld, crash_world, recover
+from tests.processes import api_process, crashing_apis
 
 Auth = Callable[..., dict[str, str]]
 
@@ -100,3 +101,50 @@ async def test_a_crash_after_the_final_transaction_loses_nothing(
     retry = await http.post(f"{upload_api}/v1/documents", headers=headers, files={"file": ("crash.txt", data)})
     assert retry.status_code == 201
     assert retry.json()["id"] == str(row["id"])
+
+
+@pytest.fixture
+async def crashed(
+    postgres_admin_url: str, make_settings: Callable[..., Any], stack_env: dict[str, str], tmp_path: Path
+) -> AsyncIterator[CrashWorld]:
+    async with crash_world(postgres_admin_url, make_settings, stack_env, tmp_path) as created:
+        yield created
+
+
+@pytest.mark.timeout(300)  # API start-up is slow on a loaded machine
+async def test_a_presigned_start_killed_around_create_multipart_leaves_nothing_after_reconcile(
+    crashed: CrashWorld, auth: Auth, tmp_path: Path
+) -> None:
+    """Killed after the session row commits — before CreateMultipartUpload (``after_session``), or after it but
+    before its id is recorded (``after_multipart_created``): a pending document names the key either way, so
+    reconcile --apply fails it (stale_upload) and has the unrecorded S3 upload aborted (abandoned_multipart); then
+    no multipart upload is in progress, nothing is pending, and invariants 1-7 hold."""
+    points = ("after_session", "after_multipart_created")
+    owners = {point: f"crash-{point}-{secrets.token_hex(4)}" for point in points}
+    with crashing_apis(crashed.env, tmp_path, points) as apis:
+        for point, (process, url) in apis.items():
+            declared = {"filename": "big.bin", "size_bytes": 20 * 1024 * 1024, "sha256": secrets.token_hex(32)}
+            with pytest.raises(httpx.TransportError):
+                httpx.post(f"{url}/v1/uploads", headers=auth(owners[point]), json=declared, timeout=30)
+            assert process.wait(10) == CRASH_EXIT_CODE
+    pool = crashed.world.pool
+    keys = {}
+    for point, owner in owners.items():
+        [session] = await pool.fetch(
+            "SELECT d.id, d.status, s.multipart_upload_id FROM upload.documents d"
+            " JOIN upload.upload_sessions s ON s.document_id = d.id WHERE d.owner_id = $1",
+            owner,
+        )
+        assert (session["status"], session["multipart_upload_id"]) == ("pending", None)
+        keys[point] = f"documents/{session['id']}"
+    assert {key for key, _ in await crashed.in_progress()} == {keys["after_multipart_created"]}
+
+    report = await recover(crashed)
+    assert report.violations == []
+    assert await crashed.in_progress() == set()
+    statuses = await pool.fetch("SELECT object_key, status FROM upload.documents")
+    assert {(row["object_key"], row["status"]) for row in statuses} == {(key, "failed") for key in keys.values()}
+    audit = await pool.fetch("SELECT class, subject FROM reconcile.audit")
+    assert sorted(row["class"] for row in audit) == ["abandoned_multipart", "stale_upload", "stale_upload"]
+    [aborted] = [row["subject"] for row in audit if row["class"] == "abandoned_multipart"]
+    assert aborted.startswith(f"{keys['after_multipart_created']}?uploadId=")

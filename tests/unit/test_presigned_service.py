@@ -156,23 +156,69 @@ async def test_complete_racing_the_same_content_stored_elsewhere_is_a_duplicate(
     assert object_key(upload_id) not in world.bucket.objects
 
 
-async def test_a_start_that_lost_the_race_returns_the_winner_and_aborts_its_own_multipart(world: World) -> None:
-    """Two concurrent starts of the same content share one upload; the loser's S3 multipart upload is aborted."""
+async def test_starts_racing_on_one_session_record_one_multipart_upload_and_abort_the_other(world: World) -> None:
+    """A start that finds the session its twin just committed (multipart not yet recorded) creates an S3 upload too:
+    the first to record its id wins, the other's upload is aborted, and both get the same upload and URLs."""
     data_size = 12 * MIB
     declared = {"owner_id": "alice", "filename": "big.bin", "size_bytes": data_size, "sha256": "c" * 64}
-    winner: list[uuid.UUID] = []
+    twins: list[tuple[uuid.UUID, bool, str]] = []
 
     async def concurrent_start() -> None:
         ticket = await world.presigned.start(**declared, content_type=None)
-        winner.append(ticket.session.id)
+        twins.append((ticket.session.id, ticket.created, ticket.parts[0].url))
 
-    world.bucket.before["create_multipart"] = concurrent_start
+    world.bucket.before["create_multipart"] = concurrent_start  # runs once the session row is committed
     ticket = await world.presigned.start(**declared, content_type=None)
-    assert not ticket.created
-    assert [ticket.session.id] == winner
+    [(twin_id, twin_created, twin_url)] = twins
+    assert (ticket.created, twin_created) == (True, False)
+    assert ticket.session.id == twin_id
+    recorded = world.db.tables.sessions[twin_id].multipart_upload_id
+    assert ticket.session.multipart_upload_id == recorded
+    assert list(world.bucket.multipart) == [recorded]  # the loser's upload was aborted
     assert len(ticket.parts) == 3
-    assert list(world.bucket.multipart) == [world.db.tables.sessions[winner[0]].multipart_upload_id]
+    assert ticket.parts[0].url == twin_url
     assert len(world.db.tables.documents) == 1
+
+
+async def test_a_start_records_its_session_before_s3_creates_the_multipart_upload(world: World) -> None:
+    """No S3 multipart upload exists without a row: when CreateMultipartUpload is called, the pending document and
+    its session are already committed (a crash there leaves what the reconciler repairs)."""
+    seen: list[tuple[int, int]] = []
+
+    async def at_create() -> None:
+        seen.append((len(world.db.tables.documents), len(world.db.tables.sessions)))
+
+    world.bucket.before["create_multipart"] = at_create
+    ticket = await world.presigned.start(
+        owner_id="alice", filename="big.bin", size_bytes=12 * MIB, sha256="d" * 64, content_type=None
+    )
+    assert seen == [(1, 1)]
+    assert world.db.tables.sessions[ticket.session.id].multipart_upload_id in world.bucket.multipart
+
+
+async def test_resume_of_a_session_whose_start_crashed_before_s3_creates_the_multipart_upload(world: World) -> None:
+    """A session committed without its multipart upload (the API died before CreateMultipartUpload) gets one on
+    resume: the client can carry on instead of starting over."""
+    data_size = 12 * MIB
+    world.bucket.before["create_multipart"] = crash  # the start dies between the row and S3
+    with pytest.raises(Crashed):
+        await world.presigned.start(
+            owner_id="alice", filename="big.bin", size_bytes=data_size, sha256="e" * 64, content_type=None
+        )
+    [upload_id] = world.db.tables.sessions
+    assert world.db.tables.sessions[upload_id].multipart_upload_id is None
+    assert world.bucket.multipart == {}
+    progress = await world.presigned.resume(owner_id="alice", upload_id=upload_id)
+    assert (progress.completed, len(progress.parts)) == (False, 3)
+    assert list(world.bucket.multipart) == [world.db.tables.sessions[upload_id].multipart_upload_id]
+
+
+class Crashed(BaseException):
+    """The process died here (nothing after it runs)."""
+
+
+async def crash() -> None:
+    raise Crashed
 
 
 async def test_an_expired_upload_is_failed_once_and_gone(world: World) -> None:

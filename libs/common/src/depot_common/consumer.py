@@ -40,6 +40,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
+from depot_common import tracing
 from depot_common.db import Connection, identifier
 from depot_common.errors import Dependency, DependencyUnavailable, DepotError
 from depot_common.events.envelope import CloudEvent, RawCloudEvent
@@ -233,11 +234,11 @@ class EventConsumer:
         """Handle one record: apply it once, or dead-letter it. False when it was left unsettled (the consumer
         is stopping, or the partition was taken away, while a dependency was down)."""
         headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
-        with structlog.contextvars.bound_contextvars(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            traceparent=headers.get("traceparent"),
+        with (
+            tracing.consuming(record.topic, record.partition, record.offset, self._group, headers.get("traceparent")),
+            structlog.contextvars.bound_contextvars(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            ),
         ):
             try:
                 event, handler = self._decode(record)

@@ -1,7 +1,7 @@
 """The command line every Depot service process starts from.
 
 ``run_command`` parses ``<prog> COMMAND``, loads the settings (failing fast with one line),
-configures logging for ``<service>.<command>`` and runs the chosen process.
+configures logging and tracing (:mod:`depot_common.tracing`) for ``<service>.<command>`` and runs the chosen process.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from depot_common.logging import configure_logging
 from depot_common.settings import DepotSettings, load_settings
+from depot_common.tracing import configure_tracing
 
 S = TypeVar("S", bound=DepotSettings)
 
@@ -40,5 +41,6 @@ def run_command(
     args = parser.parse_args(argv)
     settings = load_settings(settings_class)
     configure_logging(settings.log_format, settings.log_level, service=f"{service}.{args.command}")
+    configure_tracing(f"{service}.{args.command}")
     commands[args.command][1](settings)
     return 0

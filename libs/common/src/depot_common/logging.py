@@ -1,8 +1,9 @@
 """structlog configuration: one event name per line, fields not f-strings.
 
 ``DEPOT_LOG_FORMAT=json`` (default) renders one JSON object per line; ``console`` renders
-coloured human lines. Context bound with ``structlog.contextvars`` (request id, trace id,
-event id) appears on every line logged while it is bound.
+coloured human lines. Context bound with ``structlog.contextvars`` (request id, event id)
+appears on every line logged while it is bound, and the current span's ``trace_id`` and
+``span_id`` on every line logged inside one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Literal
 
 import structlog
 
+from depot_common.tracing import add_trace_ids
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -20,6 +23,7 @@ def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "in
     """Configure structlog and route the standard library's records through it."""
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.dict_tracebacks if fmt == "json" else structlog.processors.format_exc_info,

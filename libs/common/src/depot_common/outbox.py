@@ -19,11 +19,12 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import StatusCode
 from prometheus_client import Counter, Gauge
 
+from depot_common import tracing
 from depot_common.db import Connection, advisory_key, identifier, init_connection
 from depot_common.events.envelope import CONTENT_TYPE, CloudEvent
-from depot_common.tracing import current_traceparent, new_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +55,7 @@ async def enqueue(conn: Connection, schema: str, *, topic: str, key: str, event:
     schema = identifier(schema)
     headers = {
         "content-type": CONTENT_TYPE,
-        "traceparent": current_traceparent.get() or new_traceparent(),
+        "traceparent": tracing.current_traceparent() or tracing.new_traceparent(),
     }
     await conn.execute(
         f"INSERT INTO {schema}.outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
@@ -75,6 +76,12 @@ async def backlog(conn: Connection, schema: str) -> tuple[int, float]:
     )
     assert row is not None
     return int(row["n"]), float(row["age"])
+
+
+def _kafka_headers(stored: dict[str, Any], traceparent: str | None) -> list[tuple[str, bytes]]:
+    """The stored headers, the ``traceparent`` naming the relay's publish span (the stored one when not traced)."""
+    headers = {**stored, "traceparent": traceparent} if traceparent else stored
+    return [(name, str(value).encode()) for name, value in headers.items()]
 
 
 class OutboxRelay:
@@ -153,22 +160,29 @@ class OutboxRelay:
         )
         if not rows:
             return 0
+        spans = [tracing.start_publish(row["topic"], row["key"], row["headers"].get("traceparent")) for row in rows]
         try:
             futures = [
                 await self._producer.send(
                     row["topic"],
                     value=row["value"].encode(),  # the stored JSON text, sent as is
                     key=row["key"].encode(),
-                    headers=[(name, str(value).encode()) for name, value in row["headers"].items()],
+                    headers=_kafka_headers(row["headers"], tracing.traceparent_of(span)),
                 )
-                for row in rows
+                for row, span in zip(rows, spans, strict=True)
             ]
             await asyncio.gather(*futures)
         except Exception as error:  # broker outage: rows stay unpublished and are retried
+            for span in spans:
+                span.record_exception(error)
+                span.set_status(StatusCode.ERROR, type(error).__name__)
+                span.end()
             ERRORS.labels(self.schema).inc()
             log.warning("outbox.publish.failed", schema=self.schema, batch=len(rows), error=repr(error))
             await asyncio.sleep(self._poll)
             return 0
+        for span in spans:
+            span.end()
         await self._mark_published(conn, [row["id"] for row in rows])
         PUBLISHED.labels(self.schema).inc(len(rows))
         log.debug("outbox.published", schema=self.schema, count=len(rows))

@@ -14,6 +14,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from depot_common.settings import DepotSettings
+from depot_common.tracing import instrument_s3
 
 
 @contextlib.asynccontextmanager
@@ -37,6 +38,7 @@ async def s3_client(settings: DepotSettings) -> AsyncIterator[Any]:
             signature_version="s3v4",
         ),
     ) as client:
+        instrument_s3(client)
         yield client
 
 

@@ -1,17 +1,199 @@
-"""W3C trace context: parse or start a ``traceparent`` and carry it in a contextvar.
+"""OpenTelemetry traces for every Depot process, and the W3C ``traceparent`` that links them.
 
-The HTTP middleware sets it from the request, the outbox stores it with the event, the
-relay sends it as a Kafka header and consumers bind it while they handle the event.
+:func:`configure_tracing` (called by :func:`depot_common.entrypoint.run_command`, so by every
+process) installs the SDK only when the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: then
+spans are batched to that OTLP/HTTP endpoint and asyncpg is instrumented, :func:`instrument_app`
+instruments each FastAPI app and :func:`instrument_s3` each S3 client. Otherwise nothing is
+installed and every span below is OpenTelemetry's no-op span, which still carries the trace
+context it was given, so the ``traceparent`` still flows (request → outbox → Kafka → consumer)
+and log lines still carry its ids.
+
+Kafka is traced by hand, not by the aiokafka instrumentation: the outbox relay publishes in
+another process, long after the request, so its ``publish`` span must continue the
+``traceparent`` stored with the event (not the relay's own context), and the consumer's
+``process`` span must cover handling the record, which happens after the fetch the
+instrumentation would trace. S3 is traced through botocore's event hooks because botocore's
+instrumentation does not see aiobotocore's asynchronous calls.
 """
 
 from __future__ import annotations
 
-import re
+import os
 import secrets
-from contextvars import ContextVar
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
 
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-current_traceparent: ContextVar[str | None] = ContextVar("current_traceparent", default=None)
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+from structlog.typing import EventDict, WrappedLogger
+
+ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
+#: The routes no request is traced on: probes and scrapes would drown the traces that matter.
+UNTRACED_ROUTES = "/healthz,/readyz,/metrics"
+
+_W3C = TraceContextTextMapPropagator()
+_tracer = trace.get_tracer("depot")
+_enabled = False
+
+
+def enabled() -> bool:
+    """Whether this process records and exports spans (``OTEL_EXPORTER_OTLP_ENDPOINT`` was set)."""
+    return _enabled
+
+
+def configure_tracing(service: str) -> None:
+    """Record spans as ``service`` and export them over OTLP/HTTP, if ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+
+    The other standard ``OTEL_*`` variables apply (``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``,
+    ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_BSP_*``, ``OTEL_TRACES_SAMPLER``). Without a sampler set,
+    every trace is kept except those a database or S3 call would start on its own (a relay's polling,
+    a consumer's bookkeeping outside any event), and SQL bookkeeping spans (``BEGIN``, ``COMMIT``,
+    savepoints, the pool's reset) are dropped: they are noise, not work anyone asked for.
+    """
+    global _enabled
+    if _enabled or not os.environ.get(ENDPOINT_VARIABLE):
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service}
+    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else _DepotSampler()
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    _enabled = True
+
+
+#: SQL that is the driver's bookkeeping, not a query of ours: transaction control, the pool's reset.
+_SQL_BOOKKEEPING = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+_POOL_RESET = "SELECT pg_advisory_unlock_all();"
+
+
+class _DepotSampler(Sampler):
+    """Parent-based, always on, less the noise: SQL bookkeeping spans (a third of an upload's spans, and of
+    the cost of tracing it) and the traces a client call outside any request would start."""
+
+    def __init__(self) -> None:
+        self._parent_based = ParentBased(root=_NoLoneClientSpans())
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if kind is SpanKind.CLIENT and _is_sql_bookkeeping(name, attributes):
+            return SamplingResult(Decision.DROP)
+        return self._parent_based.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "DepotSampler"
+
+
+def _is_sql_bookkeeping(name: str, attributes: Attributes) -> bool:
+    if name.rstrip(";").upper() in _SQL_BOOKKEEPING:
+        return True
+    statement = (attributes or {}).get("db.statement") or (attributes or {}).get("db.query.text")
+    return isinstance(statement, str) and statement.startswith(_POOL_RESET)
+
+
+class _NoLoneClientSpans(Sampler):
+    """Root sampler: drop a trace a client call (SQL, S3) would start; keep every other."""
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        decision = Decision.DROP if kind is SpanKind.CLIENT else Decision.RECORD_AND_SAMPLE
+        return SamplingResult(decision, attributes if decision is Decision.RECORD_AND_SAMPLE else None)
+
+    def get_description(self) -> str:
+        return "NoLoneClientSpans"
+
+
+def instrument_app(app: Any) -> None:
+    """Trace ``app``'s requests (one server span each, named by route), when tracing is on."""
+    if not _enabled:
+        return
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_ROUTES, exclude_spans=["receive", "send"])
+
+
+def instrument_s3(client: Any) -> None:
+    """Trace each call of the aiobotocore ``client`` (``S3.PutObject``…) in the caller's trace, when tracing is on."""
+    if not _enabled:
+        return
+    events = client.meta.events
+    events.register("before-call.s3", _s3_call_started)
+    events.register("after-call.s3", _s3_call_answered)
+    events.register("after-call-error.s3", _s3_call_failed)
+
+
+_S3_SPAN = "depot.span"
+
+
+def _s3_call_started(model: Any, params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
+    operation = model.name
+    context[_S3_SPAN] = _tracer.start_span(
+        f"S3.{operation}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "rpc.system": "aws-api",
+            "rpc.service": "S3",
+            "rpc.method": operation,
+            "http.request.method": str(params.get("method", "")),
+        },
+    )
+
+
+def _s3_call_answered(http_response: Any, context: dict[str, Any], **_: Any) -> None:
+    span: Span | None = context.pop(_S3_SPAN, None)
+    if span is not None:
+        span.set_attribute("http.response.status_code", http_response.status_code)
+        if http_response.status_code >= 400:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+
+def _s3_call_failed(exception: BaseException, context: dict[str, Any], **_: Any) -> None:
+    span: Span | None = context.pop(_S3_SPAN, None)
+    if span is not None:
+        span.record_exception(exception)
+        span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
+        span.end()
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, ``None`` outside any trace."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_of(traceparent: str | None) -> otel_context.Context:
+    """A context whose (remote) parent is ``traceparent``; empty when it is missing or invalid."""
+    return _W3C.extract({"traceparent": traceparent} if traceparent else {})
 
 
 def new_traceparent(trace_id: str | None = None) -> str:
@@ -19,16 +201,79 @@ def new_traceparent(trace_id: str | None = None) -> str:
     return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
-def parse_traceparent(value: str | None) -> str | None:
-    """The trace id of a valid ``traceparent`` header, else ``None``."""
-    if not value:
-        return None
-    match = _TRACEPARENT.match(value.strip().lower())
-    if match is None or match.group(1) == "0" * 32:
-        return None
-    return match.group(1)
+@contextmanager
+def request_trace(traceparent: str | None) -> Iterator[None]:
+    """Make sure a request is in a trace: the server span when tracing is on, else a non-recording span that
+    continues the incoming ``traceparent`` (or starts a trace), so the outbox and the logs still carry it."""
+    if trace.get_current_span().get_span_context().is_valid:
+        yield
+        return
+    parent = trace.get_current_span(context_of(traceparent)).get_span_context()
+    span = NonRecordingSpan(
+        SpanContext(
+            trace_id=parent.trace_id if parent.is_valid else int(secrets.token_hex(16), 16),
+            span_id=int(secrets.token_hex(8), 16),
+            is_remote=False,
+            trace_flags=parent.trace_flags if parent.is_valid else TraceFlags(TraceFlags.SAMPLED),
+        )
+    )
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
-def child_traceparent(incoming: str | None) -> str:
-    """Continue the incoming trace with a new span, or start a new trace."""
-    return new_traceparent(parse_traceparent(incoming))
+def _messaging(operation: str, topic: str, **more: Any) -> dict[str, Any]:
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": operation,
+        "messaging.destination.name": topic,
+        **more,
+    }
+
+
+def start_publish(topic: str, key: str, stored_traceparent: str | None) -> Span:
+    """The relay's span for sending one outbox event, child of the ``traceparent`` stored with it."""
+    return _tracer.start_span(
+        f"publish {topic}",
+        context=context_of(stored_traceparent),
+        kind=SpanKind.PRODUCER,
+        attributes=_messaging("send", topic, **{"messaging.kafka.message.key": key}),
+    )
+
+
+def traceparent_of(span: Span) -> str | None:
+    """The ``traceparent`` naming ``span`` (the header the consumer continues from)."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def consuming(topic: str, partition: int, offset: int, group: str, traceparent: str | None) -> Iterator[Span]:
+    """The consumer's span for handling one record, current while it is handled, continuing its ``traceparent``."""
+    with _tracer.start_as_current_span(
+        f"process {topic}",
+        context=context_of(traceparent),
+        kind=SpanKind.CONSUMER,
+        attributes=_messaging(
+            "process",
+            topic,
+            **{
+                "messaging.consumer.group.name": group,
+                "messaging.destination.partition.id": str(partition),
+                "messaging.kafka.offset": offset,
+            },
+        ),
+    ) as span:
+        yield span
+
+
+def add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """structlog processor: the current span's ``trace_id`` and ``span_id`` on every line logged inside one."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event.setdefault("trace_id", trace.format_trace_id(span_context.trace_id))
+        event.setdefault("span_id", trace.format_span_id(span_context.span_id))
+    return event

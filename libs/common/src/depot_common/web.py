@@ -27,11 +27,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from depot_common import tracing
 from depot_common.auth import Principal, TokenVerifier
 from depot_common.errors import DependencyUnavailable, DepotError, Forbidden, Unauthorized
 from depot_common.openapi import ADMIN_SCHEME, complete_openapi
 from depot_common.outages import DRIVER_ERRORS, dependency_unavailable
-from depot_common.tracing import child_traceparent, current_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,6 @@ class RequestContextMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         incoming = headers.get(REQUEST_ID_HEADER.lower(), "")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        traceparent = child_traceparent(headers.get("traceparent"))
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
 
@@ -68,17 +67,18 @@ class RequestContextMiddleware:
                 message["headers"] = [
                     *message.get("headers", []),
                     (REQUEST_ID_HEADER.encode(), request_id.encode()),
-                    (b"traceparent", traceparent.encode()),
+                    (b"traceparent", (tracing.current_traceparent() or "").encode()),
                 ]
             await send(message)
 
-        token = current_traceparent.set(traceparent)
         started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(request_id=request_id, trace_id=traceparent.split("-")[1]):
+        with (
+            tracing.request_trace(headers.get("traceparent")),
+            structlog.contextvars.bound_contextvars(request_id=request_id),
+        ):
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                current_traceparent.reset(token)
                 elapsed = time.perf_counter() - started
                 route = getattr(scope.get("route"), "path", "unmatched")
                 REQUESTS.labels(scope["method"], route, str(status)).inc()
@@ -191,6 +191,7 @@ def create_app(
             expose_headers=["Location", REQUEST_ID_HEADER],
         )
     app.add_middleware(RequestContextMiddleware)
+    tracing.instrument_app(app)
 
     @app.get("/healthz", tags=["ops"], summary="The process is alive.")
     async def healthz() -> dict[str, str]:

@@ -63,13 +63,14 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 await allow_browser_uploads(s3, settings.s3_bucket, settings.s3_cors_origins)
             documents = PostgresDocuments(pool)
             uow = partial(PostgresUnitOfWork, pool)
+            crash_points = CrashPoints(settings.crash_at)
             app.state.service = UploadService(
                 documents=documents,
                 uow=uow,
                 blobs=S3BlobStore(s3, bucket=settings.s3_bucket, part_size=settings.part_size),
                 max_upload_bytes=settings.max_upload_bytes,
                 download_url_ttl=settings.download_url_ttl,
-                crash_points=CrashPoints(settings.crash_at),
+                crash_points=crash_points,
             )
             app.state.batch_max_files = settings.batch_max_files
             sessions = PostgresUploadSessions(pool)
@@ -82,6 +83,7 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 max_upload_bytes=settings.max_upload_bytes,
                 part_size=settings.part_size,
                 ttl_seconds=settings.upload_ttl,
+                crash_points=crash_points,
             )
             app.state.completion = UploadCompletion(
                 sessions=sessions, store=presign_store, documents=documents, uow=uow

@@ -13,7 +13,9 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-CrashPoint = Literal["after_pending", "after_object", "before_stored", "after_stored"]
+CrashPoint = Literal[
+    "after_pending", "after_object", "before_stored", "after_stored", "after_session", "after_multipart_created"
+]
 CRASH_EXIT_CODE = 70
 
 

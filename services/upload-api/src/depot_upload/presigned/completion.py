@@ -70,7 +70,9 @@ class UploadCompletion:
             raise gone(session, FailureReason.EXPIRED)
 
         key = session.object_key
-        if session.multipart_upload_id is not None:
+        if session.multipart:
+            if session.multipart_upload_id is None:  # its start crashed before S3 created the upload
+                raise Conflict("nothing was uploaded to this upload yet", code="not_uploaded")
             await self._store.complete_multipart(
                 key, session.multipart_upload_id, checked_parts(parts, session.part_count)
             )
@@ -100,7 +102,7 @@ class UploadCompletion:
             upload_id=str(upload_id),
             size_bytes=blob.size_bytes,
             sha256=blob.sha256,
-            multipart=session.multipart_upload_id is not None,
+            multipart=session.multipart,
         )
         return document
 

@@ -61,6 +61,11 @@ class UploadSession:
         return parts_needed(self.size_bytes, self.part_size)
 
     @property
+    def multipart(self) -> bool:
+        """Above one part the bytes go through an S3 multipart upload (its id recorded once created)."""
+        return self.part_count > 1
+
+    @property
     def expired(self) -> bool:
         return self.seconds_left <= 0
 

@@ -76,7 +76,6 @@ class FakeUploadSessions:
         size_bytes: int,
         sha256: str,
         part_size: int,
-        multipart_upload_id: str | None,
         ttl_seconds: int,
     ) -> UploadSession:
         assert document_id in self._tables.documents, "the session's pending document is inserted first"
@@ -87,12 +86,19 @@ class FakeUploadSessions:
             size_bytes=size_bytes,
             sha256=sha256,
             part_size=part_size,
-            multipart_upload_id=multipart_upload_id,
+            multipart_upload_id=None,
             expires_at=now + timedelta(seconds=ttl_seconds),
             created_at=now,
         )
         self._tables.sessions[document_id] = row
         return self._session(row)
+
+    async def record_multipart(self, upload_id: uuid.UUID, multipart_upload_id: str) -> bool:
+        row = self._tables.sessions.get(upload_id)
+        if row is None or row.multipart_upload_id is not None or row.status is not SessionStatus.PENDING:
+            return False
+        self._tables.sessions[upload_id] = replace(row, multipart_upload_id=multipart_upload_id)
+        return True
 
     async def get(self, owner_id: str, upload_id: uuid.UUID) -> UploadSession | None:
         row = self._tables.sessions.get(upload_id)

@@ -27,10 +27,13 @@ class UploadSessions(Protocol):
         size_bytes: int,
         sha256: str,
         part_size: int,
-        multipart_upload_id: str | None,
         ttl_seconds: int,
     ) -> UploadSession:
-        """The session of a pending document inserted in the same unit of work."""
+        """The session of a pending document inserted in the same unit of work (no multipart upload yet)."""
+
+    async def record_multipart(self, upload_id: uuid.UUID, multipart_upload_id: str) -> bool:
+        """Record the S3 multipart upload of a pending session that has none yet; False when it has
+        one already or is no longer pending (nothing changed)."""
 
     async def get(self, owner_id: str, upload_id: uuid.UUID) -> UploadSession | None:
         """The owner's session (another owner's is ``None``)."""

@@ -63,24 +63,30 @@ class PostgresUploadSessions:
         size_bytes: int,
         sha256: str,
         part_size: int,
-        multipart_upload_id: str | None,
         ttl_seconds: int,
     ) -> UploadSession:
         await self._db.execute(
-            "INSERT INTO upload.upload_sessions"
-            " (document_id, owner_id, size_bytes, sha256, part_size, multipart_upload_id, expires_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + make_interval(secs => $7))",
+            "INSERT INTO upload.upload_sessions (document_id, owner_id, size_bytes, sha256, part_size, expires_at)"
+            " VALUES ($1, $2, $3, $4, $5, clock_timestamp() + make_interval(secs => $6))",
             document_id,
             owner_id,
             size_bytes,
             sha256,
             part_size,
-            multipart_upload_id,
             float(ttl_seconds),
         )
         row = await self._db.fetchrow(f"{_SELECT} WHERE s.document_id = $1", document_id)
         assert row is not None
         return _session(row)
+
+    async def record_multipart(self, upload_id: uuid.UUID, multipart_upload_id: str) -> bool:
+        recorded = await self._db.fetchval(
+            "UPDATE upload.upload_sessions SET multipart_upload_id = $2, updated_at = clock_timestamp()"
+            " WHERE document_id = $1 AND multipart_upload_id IS NULL AND status = 'pending' RETURNING true",
+            upload_id,
+            multipart_upload_id,
+        )
+        return recorded is True
 
     async def get(self, owner_id: str, upload_id: uuid.UUID) -> UploadSession | None:
         row = await self._db.fetchrow(f"{_SELECT} WHERE s.document_id = $1 AND s.owner_id = $2", upload_id, owner_id)

@@ -9,7 +9,9 @@ of :mod:`depot_upload.presigned.ports`, implemented by :mod:`.repository` and
 
 Life of an upload, crash-safe at every step::
 
-    start     pending document + upload session (one unit of work); S3 multipart upload above one part
+    start     pending document + upload session (one unit of work, committed); above one part, then
+              the S3 multipart upload is created and its id recorded (a crash between leaves a
+              ``pending`` document: no S3 upload exists without a row naming its key)
     (client)  PUTs the bytes to the presigned URLs
     complete  multipart assembled → object exists? → size and SHA-256 re-measured from S3
               → match: ``stored`` + ``document.stored`` outbox event + session completed (one unit of work)
@@ -42,6 +44,7 @@ from depot_upload.domain import (
     object_key,
     validate_filename,
 )
+from depot_upload.faults import CrashPoints
 from depot_upload.presigned.domain import (
     COMPLETED,
     FailureReason,
@@ -71,7 +74,9 @@ class PresignedUploads:
         max_upload_bytes: int,
         part_size: int,
         ttl_seconds: int,
+        crash_points: CrashPoints | None = None,
     ) -> None:
+        self._crash = crash_points or CrashPoints()
         self._sessions = sessions
         self._store = store
         self._documents = documents
@@ -96,47 +101,66 @@ class PresignedUploads:
 
         live = await self._sessions.find_live(owner_id, sha256)
         if live is not None:
-            return await self._ticket(live, created=False)
+            return await self._ticket(await self._ensure_multipart(live), created=False)
 
         document_id = uuid.uuid4()
-        key = object_key(document_id)
         media_type = normalize_content_type(content_type, name)
-        part_size = part_size_for(size_bytes, self._part_size)
-        multipart_id = None
-        if size_bytes > part_size:
-            multipart_id = await self._store.create_multipart(key, content_type=media_type)
-        try:
-            async with self._uow() as uow:
-                await uow.sessions.lock_content(owner_id, sha256)  # concurrent starts share one upload
-                session = await uow.sessions.find_live(owner_id, sha256)
-                created = session is None
-                if session is None:
-                    await uow.documents.insert_pending(
-                        document_id=document_id,
-                        owner_id=owner_id,
-                        filename=name,
-                        content_type=media_type,
-                        object_key=key,
-                    )
-                    session = await uow.sessions.insert(
-                        document_id=document_id,
-                        owner_id=owner_id,
-                        size_bytes=size_bytes,
-                        sha256=sha256,
-                        part_size=part_size,
-                        multipart_upload_id=multipart_id,
-                        ttl_seconds=self._ttl,
-                    )
-                await uow.commit()
-        except BaseException:
-            if multipart_id is not None:
-                await self._discard_multipart(key, multipart_id)
-            raise
+        async with self._uow() as uow:
+            await uow.sessions.lock_content(owner_id, sha256)  # concurrent starts share one upload
+            session = await uow.sessions.find_live(owner_id, sha256)
+            created = session is None
+            if session is None:
+                await uow.documents.insert_pending(
+                    document_id=document_id,
+                    owner_id=owner_id,
+                    filename=name,
+                    content_type=media_type,
+                    object_key=object_key(document_id),
+                )
+                session = await uow.sessions.insert(
+                    document_id=document_id,
+                    owner_id=owner_id,
+                    size_bytes=size_bytes,
+                    sha256=sha256,
+                    part_size=part_size_for(size_bytes, self._part_size),
+                    ttl_seconds=self._ttl,
+                )
+            await uow.commit()
         if not created:  # lost the race to a concurrent start
             log.info("upload.start_race_lost", upload_id=str(session.id))
-            if multipart_id is not None:
-                await self._discard_multipart(key, multipart_id)
+        self._crash.reached("after_session")
+        session = await self._ensure_multipart(session, content_type=media_type)
         return await self._ticket(session, created=created)
+
+    async def _ensure_multipart(self, session: UploadSession, *, content_type: str | None = None) -> UploadSession:
+        """The session with its S3 multipart upload, created and recorded now if it has none yet.
+
+        The session row is committed before S3 is asked, so no multipart upload exists without a
+        record of its key: a crash before the id is recorded leaves a ``pending`` document whose
+        multipart upload the reconciler's ``abandoned_multipart`` finds past TTL plus grace (and its
+        ``stale_upload`` fails the document). Starts racing on one session record one id; the
+        others abort theirs.
+        """
+        if not session.multipart or session.multipart_upload_id is not None:
+            return session
+        key = session.object_key
+        if content_type is None:
+            document = await self._documents.get(session.owner_id, session.id)
+            content_type = document.content_type if document else "application/octet-stream"
+        multipart_id = await self._store.create_multipart(key, content_type=content_type)
+        self._crash.reached("after_multipart_created")
+        try:
+            recorded = await self._sessions.record_multipart(session.id, multipart_id)
+        except BaseException:
+            await self._discard_multipart(key, multipart_id)
+            raise
+        if not recorded:  # another start recorded its upload first, or the upload ended meanwhile
+            log.info("upload.multipart_race_lost", upload_id=str(session.id))
+            await self._discard_multipart(key, multipart_id)
+        current = await owned_session(self._sessions, session.owner_id, session.id)
+        if current.multipart_upload_id is None:
+            raise gone(current)
+        return current
 
     async def _discard_multipart(self, key: str, multipart_id: str) -> None:
         """Abort a multipart upload no session refers to (best effort: it holds no object)."""
@@ -149,12 +173,11 @@ class PresignedUploads:
         """Presigned URLs of these parts, expiring with the upload."""
         expires_in = max(1, min(self._ttl, math.ceil(session.seconds_left)))
         key = session.object_key
-        if session.multipart_upload_id is None:
+        if not session.multipart:
             return [await self._store.presign_put(key, sha256=session.sha256, expires_in=expires_in) for _ in numbers]
-        return [
-            await self._store.presign_part(key, session.multipart_upload_id, number, expires_in=expires_in)
-            for number in numbers
-        ]
+        multipart_id = session.multipart_upload_id
+        assert multipart_id is not None, "the caller ensured the multipart upload"
+        return [await self._store.presign_part(key, multipart_id, number, expires_in=expires_in) for number in numbers]
 
     async def _ticket(self, session: UploadSession, *, created: bool) -> UploadTicket:
         parts = await self._part_urls(session, range(1, session.part_count + 1))
@@ -164,7 +187,7 @@ class PresignedUploads:
             upload_id=str(session.id),
             size_bytes=session.size_bytes,
             parts=len(parts),
-            multipart=session.multipart_upload_id is not None,
+            multipart=session.multipart,
             reused=not created,
             expires_in=expires_in,
         )
@@ -184,6 +207,7 @@ class PresignedUploads:
             raise gone(session)
         if session.expired:
             raise gone(session, FailureReason.EXPIRED)
+        session = await self._ensure_multipart(session)  # its start crashed before S3 created it
         held = await self._store.received_parts(session.object_key, session.multipart_upload_id)
         if held is None:  # completed meanwhile, or aborted behind Depot's back
             session = await owned_session(self._sessions, owner_id, upload_id)

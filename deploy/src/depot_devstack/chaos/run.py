@@ -156,8 +156,8 @@ async def soak(settings: Settings) -> Report:
             for crash in item.crashes:
                 verdict.add("crashes", crash)
         verdict.findings_after = int(after.get("total", -1)) if after_code in (0, 1) else -1
-        if after_code == 1:
-            verdict.evidence["findings_after"] = [json.dumps(after.get("counts"))]
+        if after_code != 0:  # the counts, or what it printed when it printed no JSON
+            verdict.evidence["findings_after"] = [json.dumps(after.get("counts") or after)[:4000]]
         return Report(
             seed=settings.seed,
             verdict=verdict,
@@ -168,7 +168,7 @@ async def soak(settings: Settings) -> Report:
             gave_up=dict(ledger.gave_up),
             kills={item.spec.name: item.kills for item in fleet.services if item.kills},
             startup_exits={item.spec.name: item.startup_exits for item in fleet.services if item.startup_exits},
-            reconcile={"apply_exit": code, "applied": applied, "second_exit": after_code},
+            reconcile={"apply_exit": code, "applied": applied, "second_exit": after_code, "second": after},
             searchable=searchable_figures(canary, record, began),
         )
     finally:

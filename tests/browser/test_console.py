@@ -425,7 +425,8 @@ async def test_walkthrough_five_files_dropped_at_once_reach_indexed_and_operatio
 
 async def test_after_a_reload_documents_indexed_unseen_show_indexed(console_stack: Stack, page: Page) -> None:
     """Documents indexed while no console watched (stored through the API) show indexed on sign-in and after a
-    reload, from the search API's index entries; a document still uploading shows uploading."""
+    reload, from the search API's index entries; a document still uploading shows uploading. Those the index does
+    not hold yet show stored and count as in flight in the status line."""
     who = owner("dora")
     word = f"heron{secrets.token_hex(3)}"
     ids = [
@@ -458,6 +459,16 @@ async def test_after_a_reload_documents_indexed_unseen_show_indexed(console_stac
         await page.reload()
         await expect(page.get_by_text(f"Signed in as {who}")).to_be_visible()
     assert ids
+
+    async def index_holds_none(route: Route) -> None:  # as if the indexer had not reached them yet
+        await route.fulfill(response=await route.fetch(), json={"items": []})
+
+    await page.route("**/v1/index/entries?*", index_holds_none)
+    await page.reload()
+    for name in ("one.txt", "two.txt"):
+        await expect(documents(page).filter(has_text=name)).to_contain_text("stored")
+    # the two stored documents and the pending upload are in flight
+    await expect(page.get_by_role("status").first).to_contain_text("3 of your documents in flight")
 
 
 async def test_without_webassembly_files_go_through_the_api_and_a_duplicate_is_still_named(

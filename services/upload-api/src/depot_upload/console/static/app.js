@@ -24,20 +24,26 @@ let nextCursor = null;
 let streamState = "connecting";
 let stream = null;
 
-/** The search API says which listed documents it holds: the indexed stage after a reload or a reconnect. */
+/** The search API says which listed documents it holds: the indexed stage after a reload or a reconnect.
+ * A stored document it does not hold yet is still in flight (the status line counts it, since its upload). */
 async function learnIndexed(docs) {
   const ids = docs.filter((doc) => doc.status === "stored" && !indexed.has(doc.id)).map((doc) => doc.id);
   for (let start = 0; start < ids.length; start += INDEX_LOOKUP) {
-    const query = ids.slice(start, start + INDEX_LOOKUP).map((id) => `document_id=${encodeURIComponent(id)}`);
+    const batch = ids.slice(start, start + INDEX_LOOKUP);
+    let held;
     try {
-      const { body } = await search(`/v1/index/entries?${query.join("&")}`, { what: "Index state" });
-      for (const entry of body.items) {
-        indexed.add(entry.document_id);
-        awaiting.delete(entry.document_id);
-        refreshItem(entry.document_id);
-      }
+      const query = batch.map((id) => `document_id=${encodeURIComponent(id)}`).join("&");
+      held = (await search(`/v1/index/entries?${query}`, { what: "Index state" })).body.items;
     } catch {
       return; // they stay "stored" until document.indexed arrives or the list is loaded again
+    }
+    for (const entry of held) indexed.add(entry.document_id);
+    for (const id of batch) {
+      if (indexed.has(id)) awaiting.delete(id);
+      else if (!awaiting.has(id) && documents.get(id)?.status === "stored") {
+        awaiting.set(id, Date.parse(documents.get(id).created_at) || Date.now());
+      }
+      refreshItem(id);
     }
   }
 }

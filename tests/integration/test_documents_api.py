@@ -528,7 +528,7 @@ async def test_a_client_gone_mid_body_is_not_a_server_error_and_leaves_nothing_p
     ).encode() + head.replace('name="files"', 'name="file"' if path == "/v1/documents" else 'name="files"').encode()
     pending = "SELECT count(*) FROM upload.documents WHERE owner_id = $1 AND status = 'pending'"
     with structlog.testing.capture_logs() as logs:
-        reader, writer = await asyncio.open_connection(host, int(port))
+        _, writer = await asyncio.open_connection(host, int(port))
         writer.write(request + first_bytes)
         await writer.drain()
         for _ in range(500):  # the upload has begun: its pending row exists

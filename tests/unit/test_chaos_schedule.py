@@ -7,6 +7,7 @@ import random
 
 from depot_devstack.chaos.faults import FULL, SHORT, schedule
 from depot_devstack.chaos.invariants import Verdict
+from depot_devstack.chaos.workload import Acked, Ledger
 
 SERVICES = ["upload-api-1", "indexer-1", "outbox-relay-1"]
 
@@ -53,3 +54,15 @@ def test_a_verdict_passes_only_when_every_violation_count_is_zero() -> None:
         verdict.add(name, "evidence")
         assert not verdict.ok, name
         assert f"{name}=1" in verdict.line()
+
+
+def test_a_document_whose_delete_is_in_doubt_is_never_picked_again() -> None:
+    """A DELETE that gave up may have been carried out: deleting or re-uploading that document again
+    would get a correct 404 (or 201) that the soak would count as unexpected (seen in a FULL run)."""
+    ledger = Ledger()
+    for doc in ("kept", "in-doubt", "in-use", "gone"):
+        ledger.acked[doc] = Acked("0" * 64, 1, "streamed", doc)
+    ledger.delete_unanswered.add("in-doubt")
+    ledger.busy.add("in-use")
+    ledger.deleted.add("gone")
+    assert ledger.choosable() == ["kept"]

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
-from benchmarks import indexer, memory, pipeline, reconcile, relay, report, sse, tracing, upload
+from benchmarks import indexer, memory, pipeline, reconcile, relay, report, restart, sse, tracing, upload
 from benchmarks.report import Result
 from benchmarks.stack import Stack, running_stack
 from depot_devstack.servers import StackError
@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     reconcile.NAME: reconcile.run,
     sse.NAME: sse.run,
     tracing.NAME: tracing.run,
+    restart.NAME: restart.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
 

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
+from depot_common import tracing
 from depot_common.consumer import EventConsumer, dlq_topic, inbox_ddl
 from depot_common.errors import BadRequest, Unavailable
 from depot_common.events import CloudEvent, encode
@@ -68,6 +69,8 @@ async def running(scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str)
             raise Unavailable("always down")
         if text.startswith("refused"):
             raise BadRequest("never acceptable")
+        if text.startswith("traced"):
+            text = f"{text} {tracing.current_traceparent()}"  # what an event enqueued here would carry
         await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1)", text)
 
     consumer = make_consumer([kafka_bootstrap], scratch.topic, group_id=scratch.group, session_timeout_ms=2000)
@@ -102,8 +105,28 @@ async def wait_for_effects(pool: asyncpg.Pool, schema: str, expected: list[str],
     return found
 
 
-async def send(scratch: Scratch, value: bytes, key: bytes = b"k") -> None:
-    await scratch.producer.send_and_wait(scratch.topic, value=value, key=key)
+async def send(
+    scratch: Scratch, value: bytes, key: bytes = b"k", headers: list[tuple[str, bytes]] | None = None
+) -> None:
+    await scratch.producer.send_and_wait(scratch.topic, value=value, key=key, headers=headers)
+
+
+async def test_the_handler_runs_in_the_trace_of_the_traceparent_header(
+    scratch: Scratch, running: EventConsumer, pg_pool: asyncpg.Pool
+) -> None:
+    """Tracing off (no SDK, as in this process): the handler still runs in the header's trace, so what it
+    enqueues and logs continues it; a record without the header is handled outside any trace."""
+    traceparent = tracing.new_traceparent()
+    await send(scratch, encode(note("traced-1")), headers=[("traceparent", traceparent.encode())])
+    await send(scratch, encode(note("traced-2")))
+    found: list[str] = []
+    for _ in range(100):
+        if len(found := await effects(pg_pool, scratch.schema)) == 2:
+            break
+        await asyncio.sleep(0.1)
+    [first, second] = found
+    assert first == f"traced-1 {traceparent}"
+    assert second == "traced-2 None"
 
 
 async def test_a_redelivered_event_takes_effect_once(

@@ -508,3 +508,46 @@ async def test_readyz_is_503_naming_the_dependency_that_is_down(
         assert ready.status_code == 503
         assert ready.json() == {"status": "unavailable", "checks": {"postgres": True, "s3": True, "kafka": False}}
         assert (await http.get(f"{url}/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/documents", "/v1/documents:batch"])
+async def test_a_client_gone_mid_body_is_not_a_server_error_and_leaves_nothing_pending(
+    upload_api: str, auth: Auth, pg_pool: asyncpg.Pool, path: str
+) -> None:
+    """A client that hangs up in the middle of its file (a timeout, a cancelled upload) gets no answer and
+    causes no 500: the request is logged as 499 `http.client_disconnected`, and its pending row is discarded."""
+    owner_id = owner()
+    host, port = upload_api.removeprefix("http://").split(":")
+    boundary = "gone" + secrets.token_hex(6)
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="gone.txt"\r\n\r\n'
+    first_bytes = unique_text("half a file") * 50
+    authorization = auth(owner_id)["Authorization"]
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {authorization}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {1 << 20}\r\n\r\n"
+    ).encode() + head.replace('name="files"', 'name="file"' if path == "/v1/documents" else 'name="files"').encode()
+    pending = "SELECT count(*) FROM upload.documents WHERE owner_id = $1 AND status = 'pending'"
+    with structlog.testing.capture_logs() as logs:
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request + first_bytes)
+        await writer.drain()
+        for _ in range(500):  # the upload has begun: its pending row exists
+            if await pg_pool.fetchval(pending, owner_id) == 1:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the upload never began")
+        writer.close()  # hang up mid-body
+        await writer.wait_closed()
+        for _ in range(500):
+            if await pg_pool.fetchval(pending, owner_id) == 0 and any(
+                e["event"] == "http.request" and e.get("status") == 499 for e in logs
+            ):
+                break
+            await asyncio.sleep(0.02)
+    events = [e["event"] for e in logs]
+    assert "http.client_disconnected" in events
+    assert "http.unhandled_error" not in events
+    assert [e["status"] for e in logs if e["event"] == "http.request"] == [499]
+    assert await pg_pool.fetchval(pending, owner_id) == 0
+    assert await pg_pool.fetchval("SELECT count(*) FROM upload.documents WHERE owner_id = $1", owner_id) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 
 import httpx
@@ -54,3 +55,33 @@ async def test_search_requires_a_token(http: httpx.AsyncClient, search_api: str)
     response = await http.get(f"{search_api}/v1/search", params={"q": "anything"})
     assert response.status_code == 401
     assert response.json()["error"] == "missing_token"
+
+
+async def indexed_ids(http: httpx.AsyncClient, url: str, headers: dict[str, str], *ids: str) -> list[str]:
+    response = await http.get(f"{url}/v1/index/entries", params={"document_id": list(ids)}, headers=headers)
+    assert response.status_code == 200, response.text
+    return [item["document_id"] for item in response.json()["items"]]
+
+
+async def test_index_entries_say_which_of_the_owners_documents_are_indexed(
+    http: httpx.AsyncClient, upload_api: str, search_api: str, indexer: EventConsumer, auth: Auth
+) -> None:
+    """The console's indexed stage after a reload: an indexed document is listed for its owner only, a document
+    the index does not hold is not, and after a delete it is listed no more."""
+    word = f"ibis{secrets.token_hex(4)}"
+    response = await upload(http, upload_api, auth("alice"), f"field notes on the {word}\n".encode())
+    assert response.status_code == 201
+    document_id = response.json()["id"]
+    unknown = str(uuid.uuid4())
+    await wait_searchable(http, search_api, auth("alice"), word, document_id)
+    assert await indexed_ids(http, search_api, auth("alice"), document_id, unknown) == [document_id]
+    assert await indexed_ids(http, search_api, auth("bob"), document_id) == []
+    assert (await http.delete(f"{upload_api}/v1/documents/{document_id}", headers=auth("alice"))).status_code == 204
+    deadline = time.monotonic() + 10
+    while await indexed_ids(http, search_api, auth("alice"), document_id):
+        assert time.monotonic() < deadline, "still listed as indexed 10 s after the delete"
+        await asyncio.sleep(0.05)
+    too_many = await http.get(
+        f"{search_api}/v1/index/entries", params={"document_id": [unknown] * 101}, headers=auth("alice")
+    )
+    assert too_many.status_code == 422

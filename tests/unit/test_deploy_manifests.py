@@ -192,3 +192,15 @@ def test_compose_sets_only_real_settings() -> None:
         keys |= set((service.get("environment") or {}).keys())
     keys |= set(compose()["x-depot"]["environment"].keys())
     assert {key for key in keys if key.startswith("DEPOT_")} - ALL_SETTINGS == set()
+
+
+def test_compose_passes_the_trace_endpoint_to_every_process() -> None:
+    """Each Depot process of docker-compose.yml gets OTEL_EXPORTER_OTLP_ENDPOINT from the shell (empty = off)."""
+    depot = {
+        name: service
+        for name, service in compose()["services"].items()
+        if str(service.get("command", [""])[0]).startswith("depot-")
+    }
+    assert depot
+    missing = [name for name, service in depot.items() if "OTEL_EXPORTER_OTLP_ENDPOINT" not in service["environment"]]
+    assert missing == []

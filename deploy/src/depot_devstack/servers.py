@@ -81,11 +81,16 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM its process group, SIGKILL after ``grace`` seconds."""
+    def terminate(self) -> None:
+        """SIGTERM its process group without waiting (:meth:`stop` then waits)."""
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM its process group, SIGKILL after ``grace`` seconds."""
+        if self.popen.poll() is None:
+            self.terminate()
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:

@@ -59,6 +59,12 @@ class Ledger:
     def live(self) -> dict[str, Acked]:
         return {doc: acked for doc, acked in self.acked.items() if doc not in self.deleted}
 
+    def choosable(self) -> list[str]:
+        """Live documents an operation may pick: none in use by another, none whose DELETE is in doubt
+        (a DELETE that gave up may have been carried out: a later DELETE would get a correct 404)."""
+        taken = self.busy | self.delete_unanswered
+        return [doc for doc in self.live() if doc not in taken]
+
     def ack(self, document: dict[str, Any], via: str, token: str, content: tuple[str, bytes] | None) -> None:
         doc_id = str(document["id"])
         self.acked[doc_id] = Acked(str(document["sha256"]), int(document["size_bytes"]), via, token)
@@ -178,7 +184,7 @@ class Client:
                 self.ledger.unexpected.append(f"batch-item {status} {item}")
 
     async def duplicate(self, deadline: float) -> None:
-        candidates = [doc for doc in self.ledger.contents if doc not in self.ledger.deleted | self.ledger.busy]
+        candidates = [doc for doc in self.ledger.choosable() if doc in self.ledger.contents]
         if not candidates:
             return
         doc = self.rng.choice(candidates)
@@ -196,7 +202,7 @@ class Client:
             self.ledger.busy.discard(doc)
 
     async def delete(self, deadline: float) -> None:
-        candidates = [doc for doc in self.ledger.live() if doc not in self.ledger.busy]
+        candidates = self.ledger.choosable()
         if not candidates:
             return
         doc = self.rng.choice(candidates)

@@ -20,10 +20,11 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -156,6 +157,17 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=error.status_code, headers=headers)
 
 
+#: nginx's "client closed request": what the request log and metrics record when nobody is left to answer
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _client_disconnected(request: Request, error: Exception) -> Response:
+    """The client went away before its request body was read (a timeout, a cancelled upload): not a server
+    error. What the request had started is undone by the code that was reading the body."""
+    log.info("http.client_disconnected")
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     log.error("http.unhandled_error", exc_info=error)
     request_id = request.scope.get("state", {}).get("request_id", "")
@@ -181,6 +193,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for driver_error in DRIVER_ERRORS:
         app.add_exception_handler(driver_error, _driver_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)
     if allowed_origins:
         app.add_middleware(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from depot_common.cursor import CursorCodec, uuid_field
@@ -25,6 +26,15 @@ class IndexEntry:
     sha256: str
     version: int
     body: str
+
+
+@dataclass(frozen=True)
+class IndexedEntry:
+    """That a document is in the search index (findable), at which version, since when."""
+
+    document_id: uuid.UUID
+    version: int
+    indexed_at: datetime
 
 
 @dataclass(frozen=True)

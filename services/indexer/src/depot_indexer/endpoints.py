@@ -1,8 +1,9 @@
-"""Route ``GET /v1/search``: translate HTTP into a repository query, nothing more."""
+"""Routes ``GET /v1/search`` and ``GET /v1/index/entries``: translate HTTP into repository queries, nothing more."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 import asyncpg
@@ -59,4 +60,34 @@ async def search(
             HitOut(document_id=h.document_id, filename=h.filename, snippet=h.snippet, score=h.score) for h in page.hits
         ],
         next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+    )
+
+
+class IndexedOut(BaseModel):
+    document_id: uuid.UUID
+    version: int = Field(description="the document version the index holds")
+    indexed_at: datetime
+
+
+class IndexedPage(BaseModel):
+    items: list[IndexedOut] = Field(description="the asked-for documents that are in the index, by document_id")
+
+
+@router.get(
+    "/index/entries",
+    response_model=IndexedPage,
+    summary="Which of the caller's documents are in the search index (the web console's indexed stage).",
+)
+async def index_entries(
+    principal: CurrentPrincipal,
+    pool: PoolDep,
+    document_id: Annotated[
+        list[uuid.UUID],
+        Query(min_length=1, max_length=MAX_LIMIT, description="documents to look up (repeat the parameter)"),
+    ],
+) -> IndexedPage:
+    """Documents not listed are not (or no longer) indexed, or are not the caller's."""
+    entries = await repository.indexed_entries(pool, owner_id=principal.owner_id, document_ids=document_id)
+    return IndexedPage(
+        items=[IndexedOut(document_id=e.document_id, version=e.version, indexed_at=e.indexed_at) for e in entries]
     )

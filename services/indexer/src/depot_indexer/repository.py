@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 
 from depot_common.db import Connection
-from depot_indexer.domain import Cursor, IndexEntry, SearchHit, SearchPage
+from depot_indexer.domain import Cursor, IndexedEntry, IndexEntry, SearchHit, SearchPage
 
 log = structlog.get_logger(__name__)
 
@@ -157,6 +157,18 @@ async def search(conn: Executor, *, owner_id: str, query: str, limit: int, curso
     more = len(rows) > limit
     next_cursor = Cursor(score=hits[-1].score, document_id=hits[-1].document_id) if more else None
     return SearchPage(hits=hits, next_cursor=next_cursor)
+
+
+async def indexed_entries(conn: Executor, *, owner_id: str, document_ids: list[uuid.UUID]) -> list[IndexedEntry]:
+    """Those of ``document_ids`` that ``owner_id``'s search index holds (tombstones and others' excluded)."""
+    rows = await conn.fetch(
+        "SELECT document_id, version, indexed_at FROM search.index_entries"
+        " WHERE document_id = ANY($1::uuid[]) AND owner_id = $2 AND status = 'indexed'"
+        " ORDER BY document_id",
+        document_ids,
+        owner_id,
+    )
+    return [IndexedEntry(document_id=r["document_id"], version=r["version"], indexed_at=r["indexed_at"]) for r in rows]
 
 
 def _snippet(headline: str | None) -> str:

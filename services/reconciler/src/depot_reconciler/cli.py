@@ -1,6 +1,7 @@
 """``depot-reconciler``: the operator's command line (docs/reconciler.md).
 
-``run`` is a dry run unless ``--apply``: it scans, persists the plan, prints a summary
+``run`` is a dry run unless ``--apply``: it scans (reading stored bytes back only with
+``--verify-content`` or ``--verify-sample FRACTION``), persists the plan, prints a summary
 (a table by class, or ``--json``) and exits 0 when consistent, 1 when findings exist,
 2 on error (bad settings, unreachable database or bucket, another run in progress).
 ``serve`` runs the ops HTTP API and the scheduled runs; ``relay`` publishes the
@@ -37,6 +38,23 @@ log = structlog.get_logger(__name__)
 EXIT_CONSISTENT, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
+def share(text: str) -> float:
+    """A share in (0, 1], as ``--verify-sample`` takes it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a share is in (0, 1], not {text}")
+    return value
+
+
+def verify_sample(args: argparse.Namespace) -> float | None:
+    """The share of stored documents a run reads back: 1 with ``--verify-content``, else ``--verify-sample``."""
+    sample: float | None = 1.0 if args.verify_content else args.verify_sample
+    return sample
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="depot-reconciler",
@@ -52,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="apply even past DEPOT_RECONCILE_MAX_FRACTION")
     run.add_argument("--check", action="append", choices=CHECKS, metavar="NAME", help="run only these checks")
     run.add_argument("--json", action="store_true", help="machine-readable output")
+    verify = run.add_mutually_exclusive_group()
+    verify.add_argument(
+        "--verify-content",
+        action="store_true",
+        help="also read back every stored document and check its SHA-256 (content_mismatch)",
+    )
+    verify.add_argument(
+        "--verify-sample",
+        type=share,
+        metavar="FRACTION",
+        help="also read back this random share (0 < FRACTION <= 1) of the stored documents",
+    )
     commands.add_parser(
         "serve",
         help="the ops HTTP API on DEPOT_HTTP_HOST:DEPOT_HTTP_PORT, and a run every DEPOT_RECONCILE_INTERVAL",
@@ -66,10 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _describe(progress: ScanProgress) -> str:
-    return (
+    text = (
         f"reconciling: {progress.objects} objects, {progress.documents} documents, "
         f"{progress.index_rows} index rows, {progress.outbox_rows} outbox rows"
     )
+    if progress.verified_documents:
+        text += f", {progress.verified_documents} documents read back ({progress.verified_bytes} bytes)"
+    return text
 
 
 @contextmanager
@@ -93,7 +126,14 @@ async def _reconcile(args: argparse.Namespace, settings: ReconcilerSettings, out
     async with run_resources(settings) as (pool, s3), run_lock(pool) as conn:
         with _progress_display(sys.stderr.isatty()) as on_progress:
             plan = await make_plan(
-                conn, pool, s3, settings, checks=args.check, apply=args.apply, on_progress=on_progress
+                conn,
+                pool,
+                s3,
+                settings,
+                checks=args.check,
+                apply=args.apply,
+                verify_sample=verify_sample(args),
+                on_progress=on_progress,
             )
         applied: ApplyResult | None = None
         if args.apply and plan.total:
@@ -129,6 +169,11 @@ def _write_table(plan: PlanResult, applied: ApplyResult | None, out: TextIO) -> 
     console.print(table)
     scanned = plan.scanned
     console.print(f"scanned {scanned['objects']} objects and {scanned['documents']} documents")
+    if plan.verify_sample is not None:
+        console.print(
+            f"read back {scanned['verified_documents']} stored documents ({scanned['verified_bytes']} bytes),"
+            f" a {plan.verify_sample:.0%} sample"
+        )
     if plan.total == 0:
         console.print("consistent")
     elif applied:
@@ -148,6 +193,7 @@ async def _write_json(conn: Any, plan: PlanResult, applied: ApplyResult | None, 
         "counts": plan.findings,
         "total": plan.total,
         "scanned": plan.scanned,
+        "verify_sample": plan.verify_sample,
     }
     if applied:
         head["applied"] = {"emitted": applied.emitted, "skipped": applied.skipped, "reported": applied.reported}

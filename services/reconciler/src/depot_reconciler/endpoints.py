@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from depot_common.cursor import CursorCodec, InvalidCursor, timestamp_field, uuid_field
 from depot_common.errors import BadRequest
@@ -29,6 +29,26 @@ class ReconcileRequest(BaseModel):
     apply: bool = False
     checks: list[str] | None = None
     force: bool = False
+    verify_content: bool = Field(
+        default=False, description="also read back every stored document and check its SHA-256 (content_mismatch)"
+    )
+    verify_sample: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="also read back this random share of the stored documents (content_mismatch)",
+    )
+
+    @model_validator(mode="after")
+    def _one_verification(self) -> ReconcileRequest:
+        if self.verify_content and self.verify_sample is not None:
+            raise ValueError("give verify_content or verify_sample, not both")
+        return self
+
+    @property
+    def sample(self) -> float | None:
+        """The share of stored documents to read back, if any."""
+        return 1.0 if self.verify_content else self.verify_sample
 
 
 class ApplyRequest(BaseModel):
@@ -61,6 +81,7 @@ def _run_json(run: repository.Run) -> dict[str, Any]:
         "counts": findings,
         "total": sum(findings.values()),
         "scanned": run.counts.get("scanned"),
+        "verify_sample": run.counts.get("verify_sample"),
         "applied": run.counts.get("applied"),
         "error": run.error,
     }
@@ -74,7 +95,9 @@ def _run_json(run: repository.Run) -> dict[str, Any]:
 )
 async def start_run(_: AdminPrincipal, request: Request, body: ReconcileRequest | None = None) -> JSONResponse:
     body = body or ReconcileRequest()
-    run_id, _task = await _reconciler(request).start(apply=body.apply, checks=body.checks, force=body.force)
+    run_id, _task = await _reconciler(request).start(
+        apply=body.apply, checks=body.checks, force=body.force, verify_sample=body.sample
+    )
     return JSONResponse({"run_id": str(run_id)}, status_code=202, headers={"Location": f"/v1/reconcile/runs/{run_id}"})
 
 

@@ -78,10 +78,18 @@ class Reconciler:
         return task
 
     async def start(
-        self, *, apply: bool = False, checks: Collection[str] | None = None, force: bool = False
+        self,
+        *,
+        apply: bool = False,
+        checks: Collection[str] | None = None,
+        force: bool = False,
+        verify_sample: float | None = None,
     ) -> tuple[uuid.UUID, asyncio.Task[None]]:
-        """Start a run in the background: its id and task. ``UnknownCheck`` or ``RunInProgress`` when it cannot."""
-        chosen = selected_checks(checks)
+        """Start a run in the background: its id and task. ``UnknownCheck`` or ``RunInProgress`` when it cannot.
+
+        ``verify_sample``: the share of stored documents whose bytes the run reads back (``content_mismatch``).
+        """
+        chosen = selected_checks(checks, verify_sample=verify_sample)
         stack, conn = await self._locked()
         try:
             run_id = uuid.uuid4()
@@ -89,7 +97,8 @@ class Reconciler:
         except BaseException:
             await stack.aclose()
             raise
-        return run_id, self._spawn(stack, self._run(conn, run_id, chosen, apply=apply, force=force))
+        work = self._run(conn, run_id, chosen, apply=apply, force=force, verify_sample=verify_sample)
+        return run_id, self._spawn(stack, work)
 
     async def apply(self, run_id: uuid.UUID, *, force: bool = False) -> asyncio.Task[None]:
         """Apply a planned run in the background once ``preflight`` passed (its errors raise here)."""
@@ -118,12 +127,26 @@ class Reconciler:
             await work
 
     async def _run(
-        self, conn: Connection, run_id: uuid.UUID, checks: tuple[str, ...], *, apply: bool, force: bool
+        self,
+        conn: Connection,
+        run_id: uuid.UUID,
+        checks: tuple[str, ...],
+        *,
+        apply: bool,
+        force: bool,
+        verify_sample: float | None,
     ) -> None:
         with RUN_DURATION.time():
             try:
                 plan = await make_plan(
-                    conn, self.pool, self.s3, self.settings, checks=checks, apply=apply, run_id=run_id
+                    conn,
+                    self.pool,
+                    self.s3,
+                    self.settings,
+                    checks=checks,
+                    apply=apply,
+                    verify_sample=verify_sample,
+                    run_id=run_id,
                 )
             except Exception as error:  # make_plan marked the run failed
                 RUNS.labels("failed").inc()
@@ -162,9 +185,13 @@ class Reconciler:
         _record_apply(result)
 
     async def scheduled_run(self) -> uuid.UUID | None:
-        """One scheduled run, awaited; ``None`` (quietly) when another run holds the lock."""
+        """One scheduled run, awaited; ``None`` (quietly) when another run holds the lock.
+
+        It verifies the content of ``DEPOT_RECONCILE_SCHEDULE_VERIFY_SAMPLE`` of the stored documents (0: none).
+        """
+        sample = self.settings.reconcile_schedule_verify_sample or None
         try:
-            run_id, task = await self.start(apply=self.settings.reconcile_schedule_apply)
+            run_id, task = await self.start(apply=self.settings.reconcile_schedule_apply, verify_sample=sample)
         except RunInProgress:
             RUNS.labels("skipped").inc()
             log.info("reconcile.schedule.skipped", reason="another run is in progress")

@@ -21,6 +21,8 @@ class ScanProgress:
     index_rows: int = 0
     outbox_rows: int = 0
     multipart_uploads: int = 0
+    verified_documents: int = 0
+    verified_bytes: int = 0
     on_change: Callable[[ScanProgress], None] | None = None
 
     def changed(self) -> None:
@@ -34,6 +36,8 @@ class ScanProgress:
             "index_rows": self.index_rows,
             "outbox_rows": self.outbox_rows,
             "multipart_uploads": self.multipart_uploads,
+            "verified_documents": self.verified_documents,
+            "verified_bytes": self.verified_bytes,
         }
 
 

@@ -15,6 +15,12 @@ class ReconcilerSettings(DepotSettings):
     reconcile_max_fraction: float = Field(default=0.05, gt=0, le=1, description="safety stop share of the bucket")
     quarantine_retention: int = Field(default=7 * 24 * 3600, gt=0, description="seconds quarantined objects are kept")
     reconcile_interval: int = Field(default=3600, ge=0, description="seconds between scheduled runs (0: none)")
+    reconcile_verify_bytes_per_s: int = Field(
+        default=50 * 1024 * 1024, gt=0, description="bytes per second content verification reads at most"
+    )
+    reconcile_schedule_verify_sample: float = Field(
+        default=0.0, ge=0, le=1, description="share of stored documents each scheduled run verifies (0: none)"
+    )
     reconcile_schedule_apply: bool = Field(default=False, description="scheduled runs apply their plan")
     http_port: int = Field(default=8002, gt=0, lt=65536)
     compensations_partitions: int = Field(default=6, gt=0)

@@ -16,7 +16,11 @@ unindexed           stored documents ⟕ index entries             reindex (inde
 ghost_index_entry   index entries ⟕ documents                    ghost_index_entry (indexer)
 stuck_outbox        unpublished rows of upload.outbox            reported only
 abandoned_multipart S3 multipart uploads ⟕ sessions, documents   abandoned_multipart (upload-api)
+content_mismatch    a sample of the stored documents, read back  content_mismatch (upload-api)
 =================== ===========================================  ================================
+
+``content_mismatch`` reads every byte it verifies, so it runs only when asked
+(``on_request``): named, or with content verification requested (:func:`select`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from depot_common.errors import Unprocessable
 from depot_reconciler.checks import (
     abandoned_multipart,
+    content_mismatch,
     ghost_index_entry,
     missing_blob,
     orphan_object,
@@ -45,6 +50,7 @@ REGISTRY: tuple[Check[Any], ...] = (
     ghost_index_entry.CHECK,
     stuck_outbox.CHECK,
     abandoned_multipart.CHECK,
+    content_mismatch.CHECK,
 )
 BY_NAME: Mapping[str, Check[Any]] = {check.name: check for check in REGISTRY}
 #: The check names, in canonical order.
@@ -59,14 +65,20 @@ class UnknownCheck(Unprocessable):
     code = "unknown_check"
 
 
-def select(requested: Collection[str] | None) -> tuple[Check[Any], ...]:
-    """The checks to run, in canonical order (all of them when none are named); ``UnknownCheck`` for an unknown one."""
-    if not requested:
-        return REGISTRY
-    unknown = set(requested) - set(BY_NAME)
+def select(requested: Collection[str] | None, *, verify: bool = False) -> tuple[Check[Any], ...]:
+    """The checks to run, in canonical order; ``UnknownCheck`` for an unknown one.
+
+    The named ones, or when none are named every check but those that run on request;
+    with ``verify`` (content verification requested) the on-request checks too.
+    """
+    unknown = set(requested or ()) - set(BY_NAME)
     if unknown:
         raise UnknownCheck(f"unknown checks: {', '.join(sorted(unknown))}")
-    return tuple(check for check in REGISTRY if check.name in requested)
+    return tuple(
+        check
+        for check in REGISTRY
+        if (check.name in requested if requested else not check.on_request) or (verify and check.on_request)
+    )
 
 
 __all__ = ["ACTING", "BY_NAME", "CHECKS", "REGISTRY", "Check", "Finding", "Limits", "UnknownCheck", "select"]

@@ -26,6 +26,7 @@ from depot_common.s3 import is_not_found
 if TYPE_CHECKING:
     from depot_reconciler.repository import StoredFinding
     from depot_reconciler.scan import ScanProgress
+    from depot_reconciler.verification import Verification
 
 T = TypeVar("T")
 
@@ -52,12 +53,17 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class Reads:
-    """What a source reads from: PostgreSQL (the scan's pool), the bucket, and the page size."""
+    """What a source reads from: PostgreSQL (the scan's pool), the bucket, and the page size.
+
+    ``verification`` is the share of stored documents to read back and its pace, when the
+    run was asked to verify content (``None``: no bytes are read).
+    """
 
     pool: asyncpg.Pool
     s3: Any
     bucket: str
     page_size: int
+    verification: Verification | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +99,8 @@ class Recheck:
     async def document(self, document_id: str) -> asyncpg.Record | None:
         """The document row as it is now."""
         return await self.conn.fetchrow(
-            "SELECT id, status, version, size_bytes, updated_at FROM upload.documents WHERE id = $1",
+            "SELECT id, status, version, size_bytes, sha256, object_key, updated_at"
+            " FROM upload.documents WHERE id = $1",
             uuid.UUID(document_id),
         )
 
@@ -111,6 +118,8 @@ class Check(Generic[T]):
     classify: Callable[[T, Limits], Finding | None]
     compensation: type[BaseModel] | None = None
     recheck: Callable[[Recheck, StoredFinding], Awaitable[Verdict]] | None = None
+    #: Runs only when asked (named, or content verification requested), never in "all checks".
+    on_request: bool = False
 
     def __post_init__(self) -> None:
         if (self.compensation is None) != (self.recheck is None):

@@ -9,7 +9,7 @@ import { $, announce, confirmAction, el, fill, seconds, when } from "./dom.js";
 import { probeAdmin, showOperations } from "./operations.js";
 
 const PAGE = 20;
-const INDEXED_KEY = "depot.indexed";
+const INDEX_LOOKUP = 100; // document ids per GET /v1/index/entries
 
 // --- state ---------------------------------------------------------------------------------
 
@@ -18,15 +18,34 @@ const items = new Map(); // id → <li> of the documents list
 const reasons = new Map(); // id → why it failed
 const awaiting = new Map(); // id → ms since epoch: stored in this tab's sight, not indexed yet
 const deletedHere = new Set();
-const indexed = new Set(JSON.parse(sessionStorage.getItem(INDEXED_KEY) || "[]"));
+const indexed = new Set(); // ids the search index holds: from document.indexed, or asked after a list load
 const uploads = [];
 let nextCursor = null;
 let streamState = "connecting";
 let stream = null;
 
-function rememberIndexed(id) {
-  indexed.add(id);
-  sessionStorage.setItem(INDEXED_KEY, JSON.stringify([...indexed].slice(-2000)));
+/** The search API says which listed documents it holds: the indexed stage after a reload or a reconnect.
+ * A stored document it does not hold yet is still in flight (the status line counts it, since its upload). */
+async function learnIndexed(docs) {
+  const ids = docs.filter((doc) => doc.status === "stored" && !indexed.has(doc.id)).map((doc) => doc.id);
+  for (let start = 0; start < ids.length; start += INDEX_LOOKUP) {
+    const batch = ids.slice(start, start + INDEX_LOOKUP);
+    let held;
+    try {
+      const query = batch.map((id) => `document_id=${encodeURIComponent(id)}`).join("&");
+      held = (await search(`/v1/index/entries?${query}`, { what: "Index state" })).body.items;
+    } catch {
+      return; // they stay "stored" until document.indexed arrives or the list is loaded again
+    }
+    for (const entry of held) indexed.add(entry.document_id);
+    for (const id of batch) {
+      if (indexed.has(id)) awaiting.delete(id);
+      else if (!awaiting.has(id) && documents.get(id)?.status === "stored") {
+        awaiting.set(id, Date.parse(documents.get(id).created_at) || Date.now());
+      }
+      refreshItem(id);
+    }
+  }
 }
 
 export function stageOf(doc) {
@@ -106,6 +125,7 @@ async function loadDocuments(reset) {
     for (const id of [...items.keys()]) if (!body.items.some((doc) => doc.id === id)) dropItem(id);
   }
   for (const doc of body.items) put(doc, reset ? "merge" : "append");
+  learnIndexed(body.items);
   nextCursor = body.next_cursor;
   $("more").hidden = !nextCursor;
   $("documents-empty").hidden = items.size > 0;
@@ -122,6 +142,7 @@ async function catchUp() {
     }
     for (const doc of [...body.items].reverse()) put(doc, "merge");
     $("documents-empty").hidden = items.size > 0;
+    await learnIndexed(body.items);
   } catch {
     // the next reconnect tries again
   }
@@ -230,7 +251,7 @@ async function onEvent(type, event) {
       }
     }
   } else if (kind === "document.indexed") {
-    rememberIndexed(id);
+    indexed.add(id);
     awaiting.delete(id);
   } else if (kind === "document.index_failed" || kind === "document.failed") {
     reasons.set(id, kind === "document.index_failed" ? `text not extracted: ${data.reason}` : data.reason || "failed");
@@ -298,7 +319,8 @@ function renderUpload(item) {
         { href: `#document-${item.existingId}`, onclick: (event) => (event.preventDefault(), openDetails(item.existingId)) },
         existing ? existing.filename : "the existing document",
       ),
-      ". Nothing was sent.",
+      // without WebAssembly nothing is hashed here: the API names the duplicate after the bytes went
+      item.sha256 ? ". Nothing was sent." : ". It was sent (this browser cannot check first) but not stored twice.",
     );
     if (!existing && !item.lookingUp) {
       item.lookingUp = true;

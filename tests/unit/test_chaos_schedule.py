@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 from depot_devstack.chaos.faults import FULL, SHORT, schedule
+from depot_devstack.chaos.fleet import unhandled_errors
 from depot_devstack.chaos.invariants import Verdict
 from depot_devstack.chaos.workload import Acked, Ledger
 
@@ -66,3 +68,18 @@ def test_a_document_whose_delete_is_in_doubt_is_never_picked_again() -> None:
     ledger.busy.add("in-use")
     ledger.deleted.add("gone")
     assert ledger.choosable() == ["kept"]
+
+
+def test_an_unhandled_error_in_any_service_log_is_a_server_error(tmp_path: Path) -> None:
+    """A 500 nobody received (its client had timed out) still counts: it is in the service's log."""
+    api = tmp_path / "upload-api-1.log"
+    api.write_text(
+        '{"event": "http.request", "status": 201}\n'
+        '{"event": "http.unhandled_error", "timestamp": "t1", "exception": [{"exc_type": "ClientDisconnect", '
+        '"exc_value": ""}]}\n'
+        "a line that is not JSON\n"
+    )
+    relay = tmp_path / "outbox-relay-1.log"
+    relay.write_text('{"event": "outbox.relay.active"}\n')
+    found = unhandled_errors({"upload-api-1": api, "outbox-relay-1": relay, "indexer-1": tmp_path / "absent.log"})
+    assert found == ["upload-api-1 log t1: ClientDisconnect: "]

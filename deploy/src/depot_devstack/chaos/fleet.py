@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -231,3 +233,28 @@ class Fleet:
         for process in (self.s3, self.kafka, self.postgres):
             if process is not None:
                 process.stop(grace=10)
+
+
+def unhandled_errors(logs: dict[str, Path]) -> list[str]:
+    """Every request a service answered with an unhandled error (500), from its JSON log: a client that had
+    already given up never sees that answer; the logs (and the 5xx alert) do."""
+    found = []
+    for name, path in logs.items():
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if '"event": "http.unhandled_error"' in line:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = {}
+                found.append(f"{name} log {record.get('timestamp', '')}: {_exception_type(record)}")
+    return found
+
+
+def _exception_type(record: dict[str, Any]) -> str:
+    """The innermost exception type and value of a structlog JSON record's ``exception`` (dict or text)."""
+    exception = record.get("exception")
+    if isinstance(exception, list) and exception and isinstance(exception[-1], dict):
+        return f"{exception[-1].get('exc_type')}: {str(exception[-1].get('exc_value'))[:200]}"
+    return str(exception)[-200:]

@@ -17,7 +17,7 @@ import structlog
 
 from depot_common.auth import mint_token
 from depot_devstack.chaos.faults import FaultLog, Profile, inject, schedule
-from depot_devstack.chaos.fleet import Fleet
+from depot_devstack.chaos.fleet import Fleet, unhandled_errors
 from depot_devstack.chaos.invariants import Verdict, check, unsettled
 from depot_devstack.chaos.workload import Canary, Client, Ledger, run_client
 
@@ -155,6 +155,8 @@ async def soak(settings: Settings) -> Report:
         for item in fleet.services:
             for crash in item.crashes:
                 verdict.add("crashes", crash)
+        for error in unhandled_errors({item.spec.name: item.log_path for item in fleet.services}):
+            verdict.add("http5xx", error)
         verdict.findings_after = int(after.get("total", -1)) if after_code in (0, 1) else -1
         if after_code != 0:  # the counts, or what it printed when it printed no JSON
             verdict.evidence["findings_after"] = [json.dumps(after.get("counts") or after)[:4000]]

@@ -144,7 +144,11 @@ def _report(result: Result, merged: dict[str, Phase], steps: Plan, receiver: Spa
     )
     for variant, phase in merged.items():
         ratio = phase.ops_per_s / baseline.ops_per_s
-        result.figures[variant] = phase.summary() | {"ratio_to_baseline": round(ratio, 3)}
+        cpu_ratio = phase.cpu_ms_per_op("api") / baseline.cpu_ms_per_op("api")
+        result.figures[variant] = phase.summary() | {
+            "ratio_to_baseline": round(ratio, 3),
+            "api_cpu_per_upload_to_baseline": round(cpu_ratio, 3),
+        }
         view.add_row(
             variant,
             str(phase.ops),
@@ -168,5 +172,6 @@ def _report(result: Result, merged: dict[str, Phase], steps: Plan, receiver: Spa
     result.notes.append(
         "ratio = ops/s of the API exporting every span (OTLP/HTTP to a receiver in the benchmark process, "
         "counted in spans_received; spans_per_upload estimates the sampled API's share) over the same API with "
-        "tracing off."
+        "tracing off. On a machine busy with other work (cores: other) throughput ratios swing from run to run; "
+        "api_cpu_per_upload_to_baseline (the API process's CPU per upload, from /proc) is the steadier figure."
     )

@@ -27,6 +27,7 @@ from depot_indexer.settings import IndexerSettings
 from depot_reconciler import cli
 from depot_reconciler.bootstrap import build_app as build_reconciler_app
 from depot_reconciler.bootstrap import run_relay as reconciler_relay
+from depot_reconciler.runner import Reconciler
 from depot_reconciler.verification import HASH_CHUNK, hash_object
 from depot_upload.bootstrap import build_app as build_upload_app
 from depot_upload.bootstrap import compensation_consumer
@@ -239,3 +240,18 @@ async def test_hashing_streams_so_memory_stays_flat_whatever_the_object_size(wor
         peaks[size] = peak[0]
     assert peaks[64 * MIB] < 4 * HASH_CHUNK, peaks
     assert peaks[64 * MIB] < peaks[4 * MIB] + 2 * HASH_CHUNK, peaks
+
+
+async def test_scheduled_runs_verify_the_configured_share(world: World) -> None:
+    """DEPOT_RECONCILE_SCHEDULE_VERIFY_SAMPLE=1 makes a scheduled run read every stored document back; 0 none."""
+    document_id = await world.stored()  # World.stored() records a random SHA-256: its bytes never match
+    for sample, expected in ((0.0, []), (1.0, [("content_mismatch", str(document_id))])):
+        settings = world.settings(reconcile_interval=0, reconcile_schedule_verify_sample=sample)
+        reconciler = Reconciler(world.pool, world.s3, settings)
+        try:
+            run_id = await reconciler.scheduled_run()
+        finally:
+            await reconciler.close()
+        checks = await world.pool.fetchval("SELECT checks FROM reconcile.runs WHERE id = $1", run_id)
+        assert ("content_mismatch" in checks) is bool(sample)
+        assert await latest_findings(world) == expected

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog.testing
 
 from depot_upload.settings import UploadSettings
 from tests.upload_helpers import MIB, Auth
@@ -53,7 +54,6 @@ async def test_bytes_replaced_behind_depots_back_break_the_download_and_are_logg
     auth: Auth,
     s3: Any,
     upload_settings: UploadSettings,
-    capfd: pytest.CaptureFixture[str],
     size: int,
     tampered_size: int,
 ) -> None:
@@ -62,7 +62,6 @@ async def test_bytes_replaced_behind_depots_back_break_the_download_and_are_logg
     document = await upload(http, upload_api, auth("alice"), data)
     key = f"documents/{document['id']}"
     await s3.put_object(Bucket=upload_settings.s3_bucket, Key=key, Body=os.urandom(tampered_size))
-    capfd.readouterr()
 
     received = bytearray()
 
@@ -70,20 +69,22 @@ async def test_bytes_replaced_behind_depots_back_break_the_download_and_are_logg
         async for chunk in response.aiter_raw():
             received.extend(chunk)
 
-    async with http.stream(
-        "GET", f"{upload_api}/v1/documents/{document['id']}/content", headers=auth("alice")
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["Content-Length"] == str(size)
-        with pytest.raises(httpx.RemoteProtocolError, match=r"incomplete|without sending complete"):
-            await read_all(response)
+    with structlog.testing.capture_logs() as logs:  # the API runs in this process
+        async with http.stream(
+            "GET", f"{upload_api}/v1/documents/{document['id']}/content", headers=auth("alice")
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["Content-Length"] == str(size)
+            with pytest.raises(httpx.RemoteProtocolError, match=r"incomplete|without sending complete"):
+                await read_all(response)
     assert len(received) < size  # the held-back chunk was never sent
 
-    logged = capfd.readouterr().out
-    mismatch = [line for line in logged.splitlines() if "download.content_mismatch" in line]
-    assert len(mismatch) == 1, logged
-    assert document["id"] in mismatch[0]
-    assert document["sha256"] in mismatch[0]
+    mismatch = [entry for entry in logs if entry["event"] == "download.content_mismatch"]
+    assert len(mismatch) == 1, logs
+    assert mismatch[0]["log_level"] == "error"
+    assert mismatch[0]["document_id"] == document["id"]
+    assert mismatch[0]["expected_sha256"] == document["sha256"]
+    assert mismatch[0]["actual_size"] == tampered_size
     # leave the session's bucket consistent for other tests: the tampered document goes
     deleted = await http.delete(f"{upload_api}/v1/documents/{document['id']}", headers=auth("alice"))
     assert deleted.status_code == 204

@@ -161,7 +161,9 @@ async def run(stack: Stack, *, quick: bool) -> Result:
                 await _empty_bucket(s3, stack.bucket)
                 numbers = range(PEER_COUNTED_UPLOADS)
                 data = Payloads(size).data
-                counted = await tus.count_requests(http, peer, s3, stack.bucket, data, numbers)
+                counted = await tus.count_requests(
+                    http, peer, s3, stack.bucket, data, numbers, s3_log=stack.s3_process.log_path
+                )
             await _empty_bucket(s3, stack.bucket)
             _report_size(result, size, {variant: _merge(runs) for variant, runs in phases.items()}, steps)
             _report_peer(result, size, {variant: _merge(runs) for variant, runs in phases.items()}, counted)
@@ -212,14 +214,17 @@ def _report_peer(result: Result, size: int, merged: dict[str, Phase], counted: t
         "api_over_tus": round(lead, 3),
         "s3_requests_per_upload": round(counted.per_upload, 2),
         "s3_requests_by_command": counted.by_command(),
+        "s3_requests_per_upload_in_moto_log": counted.logged_per_upload,
         "counted_uploads": counted.uploads,
     }
     result.checks.append(Check(f"{label} Depot api/tus throughput", lead, PEER_TARGET_LEAD, "x"))
     commands = ", ".join(f"{name} {count:g}" for name, count in counted.by_command().items())
+    logged = counted.logged_per_upload
+    in_log = f"; moto's access log: {logged:.1f}" if logged is not None else ""
     result.notes.append(
         f"{label}: tus made {counted.per_upload:.1f} S3 requests per upload ({commands}), counted by its S3 "
-        f"client (tus_server.mjs) over {counted.uploads} uploads sent one at a time, each object then read back "
-        f"and compared; Depot api/tus = {lead:.2f}x."
+        f"client (tus_server.mjs){in_log}, over {counted.uploads} uploads sent one at a time, each object then "
+        f"read back and compared; Depot api/tus = {lead:.2f}x."
     )
 
 

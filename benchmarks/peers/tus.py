@@ -362,18 +362,48 @@ async def s3_requests(http: httpx.AsyncClient, peer: TusPeer) -> Counter[str]:
 
 @dataclass(frozen=True)
 class RequestCount:
+    """S3 requests of ``uploads`` tus uploads: by the peer's S3 client, and as the S3 server logged them."""
+
     uploads: int
     requests: Counter[str]
+    logged: int | None = None  # lines in the S3 server's access log, when it keeps one
 
     @property
     def per_upload(self) -> float:
         return sum(self.requests.values()) / self.uploads
+
+    @property
+    def logged_per_upload(self) -> float | None:
+        return None if self.logged is None else self.logged / self.uploads
 
     def by_command(self) -> dict[str, float]:
         return {
             name.removesuffix("Command"): round(count / self.uploads, 2)
             for name, count in sorted(self.requests.items())
         }
+
+
+_ACCESS_LOG_LINE = re.compile(r'\] "(?:GET|PUT|POST|HEAD|DELETE|OPTIONS|PATCH) \S+ HTTP/[\d.]+" \d{3} ')
+
+
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def access_log_requests(text: str) -> int:
+    """Requests in a werkzeug access log (moto's server): ``… [date] "PUT /b/k HTTP/1.1" 200 -``.
+
+    werkzeug colours some lines (a 404 is yellow): the colour codes are dropped first.
+    """
+    return sum(1 for line in _ANSI_COLOUR.sub("", text).splitlines() if _ACCESS_LOG_LINE.search(line))
+
+
+def _logged_requests(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return access_log_requests(path.read_text(errors="replace"))
+    except OSError:
+        return None
 
 
 async def count_requests(
@@ -383,16 +413,22 @@ async def count_requests(
     bucket: str,
     data: Callable[[int], bytes],
     numbers: range,
+    *,
+    s3_log: Path | None = None,
 ) -> RequestCount:
     """Upload ``numbers`` payloads one at a time; count the S3 requests they caused.
 
-    Nothing else uses the peer meanwhile. Each stored object is read back (by the bench,
-    directly from S3: not counted) and must hold the bytes sent.
+    Counted twice: by the peer's S3 client, and, with ``s3_log`` (the S3 server's access
+    log), by the lines the server logged meanwhile. Nothing else may use S3 meanwhile. Each
+    stored object is then read back (by the bench, directly from S3: not counted) and must
+    hold the bytes sent.
     """
-    before = await s3_requests(http, peer)
+    before, logged_before = await s3_requests(http, peer), _logged_requests(s3_log)
     with_upload = peer.creation_with_upload
     locations = [await upload(http, peer.files_url, data(number), with_upload=with_upload) for number in numbers]
-    requests = await s3_requests(http, peer) - before
+    await asyncio.sleep(0.2)  # the server writes its log line after the response
+    requests, logged_after = await s3_requests(http, peer) - before, _logged_requests(s3_log)
+    logged = None if logged_before is None or logged_after is None else logged_after - logged_before
     for number, location in zip(numbers, locations, strict=True):
         key = urlsplit(location).path.rsplit("/", 1)[-1]  # s3-store stores upload <id> as object <id>
         stored = await s3.get_object(Bucket=bucket, Key=key)
@@ -400,4 +436,4 @@ async def count_requests(
             content = await body.read()
         if hashlib.sha256(content).digest() != hashlib.sha256(data(number)).digest():
             raise TusError(f"object {key} in S3 does not hold the bytes uploaded to {location}")
-    return RequestCount(uploads=len(numbers), requests=requests)
+    return RequestCount(uploads=len(numbers), requests=requests, logged=logged)

@@ -185,3 +185,19 @@ def test_s3_requests_are_reported_per_upload_and_per_command() -> None:
     count = tus.RequestCount(uploads=4, requests=Counter({"PutObjectCommand": 4, "GetObjectCommand": 8}))
     assert count.per_upload == 3.0
     assert count.by_command() == {"GetObject": 2.0, "PutObject": 1.0}
+
+
+def test_the_s3_servers_access_log_gives_an_independent_count() -> None:
+    log = "\n".join(
+        [
+            " * Running on http://127.0.0.1:5000",
+            '127.0.0.1 - - [01/Dec/2026 21:26:18] "POST /bench/abc?uploads HTTP/1.1" 200 -',
+            '127.0.0.1 - - [01/Dec/2026 21:26:18] "\x1b[33mGET /bench/abc.part HTTP/1.1\x1b[0m" 404 -',
+            '127.0.0.1 - - [01/Dec/2026 21:26:18] "PUT /bench/abc.info HTTP/1.1" 200 -',
+            "Traceback (most recent call last):",
+        ]
+    )
+    assert tus.access_log_requests(log) == 3
+    count = tus.RequestCount(uploads=2, requests=Counter({"PutObjectCommand": 6}), logged=5)
+    assert count.logged_per_upload == 2.5
+    assert tus.RequestCount(uploads=2, requests=Counter()).logged_per_upload is None

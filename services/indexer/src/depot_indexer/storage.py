@@ -12,7 +12,7 @@ from depot_indexer.ports import BlobNotFound
 
 
 class S3BlobReader:
-    """Reads object prefixes from ``bucket`` with an aioboto3 S3 client."""
+    """Reads object prefixes from ``bucket`` with an aiobotocore S3 client."""
 
     def __init__(self, client: Any, *, bucket: str) -> None:
         self._s3 = client

@@ -58,15 +58,17 @@ async def enqueue(conn: Connection, schema: str, *, topic: str, key: str, event:
         "content-type": CONTENT_TYPE,
         "traceparent": tracing.current_traceparent() or tracing.new_traceparent(),
     }
-    await conn.execute(
-        f"INSERT INTO {schema}.outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
+    await conn.execute(  # one round trip: the row, and the relay's wake-up (delivered at commit)
+        f"WITH added AS (INSERT INTO {schema}.outbox (event_id, topic, key, value, headers)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING 1)"
+        " SELECT pg_notify($6, '') FROM added",
         event.id,
         topic,
         key,
         event.model_dump(mode="json"),
         headers,
+        channel(schema),
     )
-    await conn.execute("SELECT pg_notify($1, '')", channel(schema))
 
 
 async def backlog(conn: Connection, schema: str) -> tuple[int, float]:

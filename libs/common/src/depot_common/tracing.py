@@ -178,7 +178,14 @@ def traceparent_of(span: Span) -> str | None:
 @contextmanager
 def consuming(topic: str, partition: int, offset: int, group: str, traceparent: str | None) -> Iterator[Span]:
     """The consumer's span for handling one record, current while it is handled, continuing its ``traceparent``."""
-    with _tracer.start_as_current_span(
+    with trace.use_span(start_consuming(topic, partition, offset, group, traceparent), end_on_exit=True) as span:
+        yield span
+
+
+def start_consuming(topic: str, partition: int, offset: int, group: str, traceparent: str | None) -> Span:
+    """The consumer's span for one record, started but not current: a batch handles its records in steps
+    (each made current with :func:`within`), and ends every span once the batch committed."""
+    return _tracer.start_span(
         f"process {topic}",
         context=context_of(traceparent),
         kind=SpanKind.CONSUMER,
@@ -191,8 +198,12 @@ def consuming(topic: str, partition: int, offset: int, group: str, traceparent: 
                 "messaging.kafka.offset": offset,
             },
         ),
-    ) as span:
-        yield span
+    )
+
+
+def within(span: Span) -> Any:
+    """A context manager making ``span`` current without ending it (errors raised inside are recorded on it)."""
+    return trace.use_span(span, end_on_exit=False)
 
 
 def add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:

@@ -58,10 +58,10 @@ async def enqueue(conn: Connection, schema: str, *, topic: str, key: str, event:
         "content-type": CONTENT_TYPE,
         "traceparent": tracing.current_traceparent() or tracing.new_traceparent(),
     }
-    await conn.execute(  # one round trip: the row, and the relay's wake-up (delivered at commit)
-        f"WITH added AS (INSERT INTO {schema}.outbox (event_id, topic, key, value, headers)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING 1)"
-        " SELECT pg_notify($6, '') FROM added",
+    # one round trip: the row and the notification (delivered at commit) in one statement
+    await conn.execute(
+        f"WITH queued AS (INSERT INTO {schema}.outbox (event_id, topic, key, value, headers)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING 1) SELECT pg_notify($6, '') FROM queued",
         event.id,
         topic,
         key,

@@ -95,11 +95,10 @@ class UploadService:
         document_id = uuid.uuid4()
         key = object_key(document_id)
         media_type = normalize_content_type(content_type, name)
-        async with self._uow() as uow:  # TX1
-            await uow.documents.insert_pending(
-                document_id=document_id, owner_id=owner_id, filename=name, content_type=media_type, object_key=key
-            )
-            await uow.commit()
+        # TX1: one statement, committed on its own (one round trip, no BEGIN/COMMIT around it)
+        await self._documents.insert_pending(
+            document_id=document_id, owner_id=owner_id, filename=name, content_type=media_type, object_key=key
+        )
         structlog.contextvars.bind_contextvars(document_id=str(document_id))
         self._crash.reached("after_pending")
         try:

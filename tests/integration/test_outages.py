@@ -289,8 +289,8 @@ async def test_s3_stopped_for_30_s_during_indexing_dead_letters_nothing(
             for d in documents:
                 await s3.put_object(Bucket=settings.s3_bucket, Key=f"documents/{d}", Body=f"word{d.hex}".encode())
             await publish(kafka_bootstrap, topic, [stored(d, size=36) for d in documents])
-            reader = S3BlobReader(s3, bucket=settings.s3_bucket)
-            async with indexing(kafka_bootstrap, topic, group, pg_pool, reader) as events:
+            reader = S3BlobReader(s3, bucket=settings.s3_bucket, timeout=settings.s3_timeout)
+            async with reader, indexing(kafka_bootstrap, topic, group, pg_pool, reader) as events:
                 while await count_indexed(pg_pool, documents) < 5:
                     await asyncio.sleep(0.01)
                 os.kill(moto.pid, signal.SIGSTOP)

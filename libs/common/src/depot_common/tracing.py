@@ -109,6 +109,30 @@ def _s3_call_failed(exception: BaseException, context: dict[str, Any], **_: Any)
         span.end()
 
 
+@contextmanager
+def s3_request(operation: str, method: str) -> Iterator[Span]:
+    """The span of an S3 request sent without the aiobotocore client (a presigned URL fetched with aiohttp),
+    named and described as :func:`instrument_s3` names the client's; :func:`s3_answered` records the answer."""
+    with _tracer.start_as_current_span(
+        f"S3.{operation}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "rpc.system": "aws-api",
+            "rpc.service": "S3",
+            "rpc.method": operation,
+            "http.request.method": method,
+        },
+    ) as span:
+        yield span
+
+
+def s3_answered(span: Span, status_code: int) -> None:
+    """Record an S3 answer on ``span`` (an error from status 400 on, as :func:`instrument_s3` does)."""
+    span.set_attribute("http.response.status_code", status_code)
+    if status_code >= 400:
+        span.set_status(Status(StatusCode.ERROR))
+
+
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, ``None`` outside any trace."""
     carrier: dict[str, str] = {}

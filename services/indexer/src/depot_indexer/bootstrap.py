@@ -64,9 +64,12 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
     pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
-        async with s3_client(settings) as s3:
+        async with (
+            s3_client(settings) as s3,
+            S3BlobReader(s3, bucket=settings.s3_bucket, timeout=settings.s3_timeout) as blobs,
+        ):
             handlers = build_handlers(
-                S3BlobReader(s3, bucket=settings.s3_bucket),
+                blobs,
                 UploadDocumentsView(),
                 max_object_bytes=settings.index_max_object_bytes,
                 max_text_chars=settings.index_max_text_chars,

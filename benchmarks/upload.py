@@ -27,8 +27,8 @@ The HTTP client of the ``api`` and ``presigned`` rows is aiohttp (one session, a
 servers it measures, and httpx cost 2.1-3.0 ms of CPU per 64 KiB request here against
 ~0.55 ms for aiohttp, CPU the API and moto then lacked (the client's cost lowers the ``api``
 row's ceiling, not the ``s3`` row's, whose client is the S3 library itself). The ``tus`` row
-still speaks tus over httpx (:mod:`benchmarks.peers.tus`); moto's ~7 requests per tus
-upload bound that row, not its client, whose CPU is in its ``client`` column.
+still speaks tus over httpx (:mod:`benchmarks.peers.tus`); the 8 S3 requests per tus
+upload (counted each run) bound that row, not its client, whose CPU is in its ``client`` column.
 """
 
 from __future__ import annotations

@@ -159,14 +159,32 @@ def install(root: Path | None = None) -> Path:
             raise PeerUnavailable(f"npm install exited with {done.returncode}: {last}")
         if not installed(staging):
             raise PeerUnavailable(f"npm install did not install {PACKAGES} in {staging}")
-        shutil.rmtree(directory, ignore_errors=True)
-        staging.rename(directory)
+        if installed(directory):  # another run finished first
+            return directory
+        shutil.rmtree(directory, ignore_errors=True)  # an incomplete one
+        try:
+            staging.rename(directory)
+        except OSError as error:
+            if not installed(directory):
+                raise PeerUnavailable(f"could not move the install into {directory}: {error}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 
 # -- server --------------------------------------------------------------------------------
+
+
+def place_script(directory: Path) -> Path:
+    """Copy ``tus_server.mjs`` into ``directory`` (node resolves its imports from the script's
+    directory), named by its content: runs from different checkouts never swap scripts."""
+    content = SCRIPT.read_bytes()
+    script = directory / f"{SCRIPT.stem}-{hashlib.sha256(content).hexdigest()[:12]}{SCRIPT.suffix}"
+    if not script.exists() or script.read_bytes() != content:
+        partial = script.with_name(f"{script.name}.{os.getpid()}")
+        partial.write_bytes(content)
+        partial.replace(script)
+    return script
 
 
 @dataclass
@@ -241,8 +259,7 @@ async def peer(target: S3Target, log_dir: Path) -> AsyncIterator[TusPeer]:
     """
     node, node_version = node_binary()
     directory = install()
-    script = directory / SCRIPT.name  # node resolves its imports from the script's directory
-    shutil.copyfile(SCRIPT, script)
+    script = place_script(directory)
     port = servers.free_port()
     process = servers.spawn(
         "tus-peer",

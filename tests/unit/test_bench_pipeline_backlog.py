@@ -23,6 +23,14 @@ def test_the_second_phase_runs_at_a_stated_fraction_of_the_probed_rate_in_whole_
     assert sustained_rate(Probe(uploads=1, elapsed_s=10.0, concurrency=16)) == 1.0
 
 
+def test_when_the_indexer_fell_behind_the_probe_its_rate_sets_the_second_phase() -> None:
+    kept_up = Probe(uploads=250, elapsed_s=2.0, concurrency=16, indexed_per_s=124.0)
+    fell_behind = Probe(uploads=250, elapsed_s=2.0, concurrency=16, indexed_per_s=60.0)
+    assert kept_up.pipeline_per_s == 124.0
+    assert fell_behind.pipeline_per_s == 60.0
+    assert sustained_rate(fell_behind) == float(int(60.0 * SUSTAINED_FRACTION))
+
+
 def test_a_pipeline_that_keeps_up_shows_flat_latency_and_equal_rates() -> None:
     documents = list(reversed(_documents([0.08] * 40)))  # the order documents were found in does not matter
     backlog = Backlog.of(documents, upload_per_s=10.0, indexed_per_s=9.9, lag_at_end=1)

@@ -201,3 +201,11 @@ def test_the_s3_servers_access_log_gives_an_independent_count() -> None:
     count = tus.RequestCount(uploads=2, requests=Counter({"PutObjectCommand": 6}), logged=5)
     assert count.logged_per_upload == 2.5
     assert tus.RequestCount(uploads=2, requests=Counter()).logged_per_upload is None
+
+
+def test_the_server_script_is_placed_beside_the_packages_under_a_name_of_its_content(tmp_path: Path) -> None:
+    script = tus.place_script(tmp_path)
+    assert script.parent == tmp_path
+    assert script.read_bytes() == tus.SCRIPT.read_bytes()
+    assert tus.place_script(tmp_path) == script
+    assert [path.name for path in tmp_path.iterdir()] == [script.name]

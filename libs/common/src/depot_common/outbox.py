@@ -51,22 +51,24 @@ def channel(schema: str) -> str:
     return f"depot_outbox_{identifier(schema)}"
 
 
-async def enqueue(conn: Connection, schema: str, *, topic: str, key: str, event: CloudEvent[Any]) -> None:
-    """Insert ``event`` into ``schema``'s outbox in the caller's transaction."""
-    schema = identifier(schema)
+def outbox_row(*, topic: str, key: str, event: CloudEvent[Any]) -> tuple[Any, ...]:
+    """``(event_id, topic, key, value, headers)``: the outbox row of ``event``, as :func:`enqueue` writes it
+    (for an owner that writes it within a statement of its own)."""
     headers = {
         "content-type": CONTENT_TYPE,
         "traceparent": tracing.current_traceparent() or tracing.new_traceparent(),
     }
+    return event.id, topic, key, event.model_dump(mode="json"), headers
+
+
+async def enqueue(conn: Connection, schema: str, *, topic: str, key: str, event: CloudEvent[Any]) -> None:
+    """Insert ``event`` into ``schema``'s outbox in the caller's transaction."""
+    schema = identifier(schema)
     # one round trip: the row and the notification (delivered at commit) in one statement
     await conn.execute(
         f"WITH queued AS (INSERT INTO {schema}.outbox (event_id, topic, key, value, headers)"
         " VALUES ($1, $2, $3, $4, $5) RETURNING 1) SELECT pg_notify($6, '') FROM queued",
-        event.id,
-        topic,
-        key,
-        event.model_dump(mode="json"),
-        headers,
+        *outbox_row(topic=topic, key=key, event=event),
         channel(schema),
     )
 

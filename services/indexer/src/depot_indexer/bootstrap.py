@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI
 
 from depot_common.consumer import EventConsumer, running_consumer
-from depot_common.db import Migrations, create_pool, migrate
+from depot_common.db import Migrations, create_pool, keep_session, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, INDEX_TOPIC, Service, ignored_by
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import run_until_signalled
@@ -61,7 +61,8 @@ def build_app(settings: IndexerSettings) -> FastAPI:
 @contextlib.asynccontextmanager
 async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventConsumer]:
     """The indexer's started consumer of the documents and compensations topics; stopped on exit."""
-    pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2)
+    # migrations lock per transaction, handlers leave no session state: releasing sends no reset query
+    pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2, reset=keep_session)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
         async with (

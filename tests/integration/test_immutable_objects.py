@@ -8,11 +8,14 @@ S3 must refuse every one, and the document must still download with its recorded
 
 moto (the local S3) does not check presigned signatures or ``x-amz-checksum-sha256``, so a
 refusal seen here comes from the request's own conditions (``If-None-Match: *``, a
-multipart upload id S3 has forgotten), not from a stale signature.
+multipart upload id S3 has forgotten), not from a stale signature. What moto cannot check,
+these tests check on the wire: the single-object PUT (obstore's) carries the SHA-256 of the
+bytes it sends, and signs it.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import uuid
@@ -23,7 +26,10 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from depot_common.errors import Conflict
+from depot_common.s3 import ensure_bucket, object_store, s3_client
 from depot_upload.bootstrap import build_app
+from depot_upload.documents.storage import S3BlobStore
 from depot_upload.settings import UploadSettings
 from tests.conftest import serve
 from tests.recording_proxy import RecordedRequest, RecordingProxy
@@ -163,6 +169,42 @@ async def test_streamed_upload_cannot_be_overwritten_by_its_own_requests(
         await assert_upload_ids_forgotten(s3, bucket, key, sent)
     assert await head(s3, bucket, key) == before
     await assert_unchanged(http, api, auth("alice"), document, data)
+
+
+async def chunks_of(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 6 * MIB], ids=["64 KiB", "6 MiB, over obstore's 5 MiB chunk"])
+async def test_single_object_put_is_one_conditional_put_with_its_sha256_and_never_overwrites(
+    s3: Any, recording: RecordingProxy, recorded_settings: UploadSettings, size: int
+) -> None:
+    """A body under the part size (8 MiB here) is one PutObject with If-None-Match: * and the x-amz-checksum-sha256
+    of its bytes, signed; never a multipart upload (obstore's own chunk size is 5 MiB). The same key again is
+    Conflict object_exists and the stored bytes stay the first ones."""
+    key, data = f"documents/{uuid.uuid4()}", os.urandom(size)
+    async with s3_client(recorded_settings) as client:
+        await ensure_bucket(client, recorded_settings.s3_bucket)
+        recording.requests.clear()
+        objects = object_store(recorded_settings)
+        blobs = S3BlobStore(client, objects, bucket=recorded_settings.s3_bucket, part_size=8 * MIB)
+        stored = await blobs.put_stream(key, chunks_of(data), max_bytes=12 * MIB, content_type="application/x-test")
+        assert (stored.size_bytes, stored.sha256) == (size, hashlib.sha256(data).hexdigest())
+        [put] = writes(recording, key)
+        assert (kind(put), put.status, put.body == data) == ("PutObject", 200, True)
+        headers = {name.lower(): value for name, value in put.headers}
+        assert headers["if-none-match"] == "*"
+        assert headers["x-amz-checksum-sha256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+        assert "x-amz-checksum-sha256" in headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+        assert headers["content-type"] == "application/x-test"
+        with pytest.raises(Conflict) as refused:
+            await blobs.put_stream(key, chunks_of(os.urandom(size)), max_bytes=12 * MIB, content_type="text/plain")
+    assert refused.value.code == "object_exists"
+    assert [(kind(r), r.status) for r in writes(recording, key)] == [("PutObject", 200), ("PutObject", 412)]
+    stored_object = await s3.get_object(Bucket=recorded_settings.s3_bucket, Key=key)
+    assert await stored_object["Body"].read() == data
+    assert stored_object["ContentType"] == "application/x-test"
 
 
 async def test_batch_upload_cannot_be_overwritten_by_its_own_requests(

@@ -4,6 +4,7 @@ answers 500, never crashes a consumer, and readiness tells the truth — on real
 - a private PostgreSQL cluster crashed (``pg_ctl stop -m immediate``) and restarted while the indexer
   works through a backlog, and while clients upload;
 - a moto S3 server of the test's own, stopped (SIGSTOP) for 30 s while the indexer reads objects;
+- a moto S3 server of the test's own, stopped (SIGSTOP) then gone (port closed) under the upload API's PUT;
 - a tansu broker of the test's own, stopped, while /readyz is asked;
 - a second consumer joining and leaving the group while the first one works.
 """
@@ -41,6 +42,7 @@ from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS
 from depot_indexer.handlers import build_handlers
 from depot_indexer.settings import IndexerSettings
 from depot_indexer.storage import S3BlobReader
+from depot_upload.bootstrap import build_app
 from depot_upload.settings import UploadSettings
 from tests.conftest import background, serve
 from tests.kafka_helpers import read_until
@@ -267,6 +269,50 @@ async def test_upload_api_answers_503_with_retry_after_during_a_postgresql_crash
         assert retry_after is not None
         assert int(retry_after) > 0
     assert [code for at, code, _, _ in statuses[-10:] if at > back] == [201] * 10, "the same pool recovered"
+
+
+# --- S3 stopped under the upload API's PUT -------------------------------------------------------
+
+
+async def test_upload_api_answers_503_s3_within_the_timeout_while_s3_is_stopped_or_gone(
+    make_settings: Any, auth: Any, tmp_path: Path
+) -> None:
+    """The single-object PUT (obstore) to a frozen S3 (SIGSTOP: connections accepted, nothing answered) gives
+    503 dependency_unavailable (s3) with Retry-After within ``s3_timeout`` (2 s), never a hung request; 201 once
+    it runs again; a closed port gives the same 503 at once."""
+    moto, endpoint = await asyncio.to_thread(servers.start_moto, tmp_path)
+    try:
+        settings: UploadSettings = make_settings(UploadSettings, s3_endpoint=endpoint, s3_timeout=2)
+        async with (
+            serve(build_app(settings)) as url,
+            httpx.AsyncClient(base_url=url, timeout=30, headers=auth("s3-outage")) as client,
+        ):
+
+            async def upload() -> tuple[httpx.Response, float]:
+                started = asyncio.get_running_loop().time()
+                response = await client.post("/v1/documents", files={"file": ("a.bin", secrets.token_bytes(65536))})
+                return response, asyncio.get_running_loop().time() - started
+
+            first, _ = await upload()
+            assert first.status_code == 201, first.text
+            os.kill(moto.pid, signal.SIGSTOP)
+            try:
+                frozen, elapsed = await upload()
+            finally:
+                os.kill(moto.pid, signal.SIGCONT)
+            back, _ = await upload()
+            assert back.status_code == 201, back.text
+            await asyncio.to_thread(moto.stop)
+            gone, gone_elapsed = await upload()
+    finally:
+        moto.stop()
+    for response in (frozen, gone):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "dependency_unavailable"
+        assert response.json()["dependency"] == "s3"
+        assert int(response.headers["retry-after"]) > 0
+    assert elapsed < 2 + 1.5, f"answered {elapsed:.1f} s after the PUT began; s3_timeout is 2 s"
+    assert gone_elapsed < 2 + 1.5, gone_elapsed
 
 
 # --- S3 stopped for 30 s -------------------------------------------------------------------------

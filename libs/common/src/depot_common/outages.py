@@ -10,6 +10,7 @@ and ``Retry-After``; consumers pause and wait it out (docs/api.md, docs/events.m
 
 from __future__ import annotations
 
+import re
 from types import TracebackType
 
 import aiohttp
@@ -17,6 +18,8 @@ import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from obstore.exceptions import BaseError as ObstoreError
+from obstore.exceptions import GenericError as ObstoreGenericError
 
 from depot_common.errors import Dependency, DependencyUnavailable, DepotError
 
@@ -31,6 +34,7 @@ DRIVER_ERRORS: tuple[type[Exception], ...] = (
     ClientError,
     KafkaError,
     aiohttp.ClientError,
+    ObstoreError,
 )
 
 _POSTGRES_OUTAGES: tuple[type[BaseException], ...] = (
@@ -44,6 +48,10 @@ _POSTGRES_OUTAGES: tuple[type[BaseException], ...] = (
 #: statements, so the pool detached the connection ("released back to the pool") or closed it.
 _LOST_CONNECTION_MESSAGES = ("connection is closed", "connection has been released back to the pool")
 _S3_OUTAGE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503"})
+#: obstore (the upload API's single PUT) raises one ``GenericError`` for every failure that has no class of its
+#: own; only its text says what happened: ``kind: Connect`` (refused, unreachable), ``Request`` (reset while
+#: sending), ``Timeout``, ``Interrupted`` (closed mid-answer), or the answer's ``status: 5xx`` after the retries.
+_OBSTORE_OUTAGE = re.compile(r"\bkind: (?:Connect|Request|Timeout|Interrupted)\b|\bstatus: 5\d\d\b")
 _DRIVER_MODULES: tuple[tuple[str, Dependency], ...] = (
     ("asyncpg", "postgresql"),
     ("aiobotocore", "s3"),
@@ -95,6 +103,8 @@ def _dependency_of(error: BaseException) -> Dependency | None:
         error, HTTPClientError | BotoConnectionError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError
     ):
         return "s3"  # connection refused/closed, connect or read timeout
+    if isinstance(error, ObstoreGenericError):
+        return "s3" if _OBSTORE_OUTAGE.search(str(error)) else None
     if isinstance(error, KafkaConnectionError | KafkaTimeoutError):
         return "kafka"
     if isinstance(error, KafkaError):

@@ -20,7 +20,7 @@ from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
 from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
-from depot_common.s3 import allow_browser_uploads, ensure_bucket, s3_client
+from depot_common.s3 import allow_browser_uploads, ensure_bucket, object_store, s3_client
 from depot_common.web import create_app
 from depot_upload.compensations.service import Compensations
 from depot_upload.compensations.storage import S3CompensationObjects
@@ -71,7 +71,11 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 documents=documents,
                 uow=uow,
                 blobs=S3BlobStore(
-                    s3, bucket=settings.s3_bucket, part_size=settings.part_size, crash_points=crash_points
+                    s3,
+                    object_store(settings),
+                    bucket=settings.s3_bucket,
+                    part_size=settings.part_size,
+                    crash_points=crash_points,
                 ),
                 max_upload_bytes=settings.max_upload_bytes,
                 download_url_ttl=settings.download_url_ttl,

@@ -28,6 +28,7 @@ from benchmarks.load import Load, measure, warm_up
 from benchmarks.payload import KIB, Payloads
 from benchmarks.report import table
 from benchmarks.stack import Stack, running_stack
+from depot_common.s3 import object_store
 
 _PACKAGE = re.compile(r"(?:site-packages|src)/([A-Za-z0-9_]+)")
 _STDLIB = re.compile(r"/lib/python3\.\d+/([A-Za-z0-9_]+)")
@@ -53,7 +54,8 @@ async def _drive(stack: Stack, profile_path: Path, *, size: int, seconds: float,
         stack.s3() as s3,
         upload.http_client(concurrency) as http,
     ):
-        operation = upload.operations(api, s3, http, stack.bucket, Payloads(size))["api"]
+        objects = object_store(stack.settings())
+        operation = upload.operations(api, s3, objects, http, stack.bucket, Payloads(size))["api"]
         load = Load(concurrency=concurrency, duration_s=seconds, max_ops=10**9, warmup_ops=4 * concurrency)
         await warm_up(operation, concurrency, load.warmup_ops)
         os.kill(api.pid, signal.SIGUSR1)

@@ -5,13 +5,17 @@ and payload size, interleaved round by round (so drift hits them alike), with th
 emptied before every phase (so moto holds the same state at every start):
 
 - ``api``: ``POST /v1/documents`` (a prebuilt multipart body) to the upload API, which
-  streams it to S3 with its aiobotocore client and records it in PostgreSQL.
-- ``s3``: aiobotocore ``PutObject`` with the client the API itself uses (same factory, same
-  config). The headline baseline: it is the ceiling of the API, whose write path is this
-  very call plus its own work, so the ratio is the share of S3 throughput the API keeps.
-- ``s3-as-api``: the same ``PutObject`` with the API's extra arguments
-  (``IfNoneMatch: *``, ``ChecksumSHA256``): separates the cost of the request's shape
-  from the cost of the API.
+  hashes it, sends it to S3 with its obstore store (a body under one part, as all of
+  these are) and records it in PostgreSQL.
+- ``s3``: ``PutObject`` with the client the API itself uses for it: obstore's ``put_async``
+  on a store made by the same factory (``depot_common.s3.object_store``, same config, so
+  each PUT carries its ``x-amz-checksum-sha256``). The headline baseline: it is the
+  ceiling of the API, whose write path is this very call plus its own work, so the ratio
+  is the share of S3 throughput the API keeps.
+- ``s3-as-api``: the same PUT in the API's shape (``mode="create"``: ``If-None-Match: *``):
+  separates the cost of the request's shape from the cost of the API.
+- ``aiobotocore``: ``PutObject`` with the aiobotocore client the API uses for every other
+  call (what the API used for this one until obstore), for reference.
 - ``presigned``: ``PUT`` to a presigned URL (signed per operation): the lightest
   client S3 allows, i.e. what the presigned upload flow would achieve.
 - ``tus``: the peer, ``@tus/server`` + ``@tus/s3-store`` (the server Supabase Storage runs)
@@ -33,9 +37,7 @@ upload (counted each run) bound that row, not its client, whose CPU is in its ``
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,17 +45,20 @@ from typing import Any
 
 import aiohttp
 import httpx
+import obstore
+from obstore.store import S3Store
 
 from benchmarks.load import Load, Phase, measure, percentile
 from benchmarks.payload import KIB, MIB, MultipartEnvelope, Payloads
 from benchmarks.peers import tus
 from benchmarks.report import Check, Result, table
 from benchmarks.stack import Api, Stack
+from depot_common.s3 import object_store
 
 NAME = "upload"
 TARGET_RATIO = 0.85
 BASELINE = "s3"
-VARIANTS = ("api", BASELINE, "s3-as-api", "presigned")
+VARIANTS = ("api", BASELINE, "s3-as-api", "aiobotocore", "presigned")
 PEER = "tus"
 PEER_TARGET_LEAD = 5.0  # Depot's api ops/s over the peer's
 PEER_COUNTED_UPLOADS = 8  # uploaded one at a time to count the peer's S3 requests
@@ -85,7 +90,9 @@ def http_client(concurrency: int) -> aiohttp.ClientSession:
     )
 
 
-def operations(api: Api, s3: Any, http: aiohttp.ClientSession, bucket: str, payloads: Payloads) -> dict[str, Operation]:
+def operations(
+    api: Api, s3: Any, objects: S3Store, http: aiohttp.ClientSession, bucket: str, payloads: Payloads
+) -> dict[str, Operation]:
     envelope = MultipartEnvelope()
     api_headers = api.headers() | envelope.headers(payloads.size)
     documents_url = f"{api.url}/v1/documents"
@@ -99,20 +106,19 @@ def operations(api: Api, s3: Any, http: aiohttp.ClientSession, bucket: str, payl
     def key(number: int) -> str:
         return f"bench/{payloads.tag.hex()}/{number}"
 
+    attributes: Any = {"Content-Type": "application/octet-stream"}
+
     async def via_s3(number: int) -> None:
-        await s3.put_object(
-            Bucket=bucket, Key=key(number), Body=payloads.data(number), ContentType="application/octet-stream"
-        )
+        await obstore.put_async(objects, key(number), payloads.data(number), attributes=attributes, use_multipart=False)
 
     async def via_s3_as_api(number: int) -> None:
-        data = payloads.data(number)
+        await obstore.put_async(
+            objects, key(number), payloads.data(number), mode="create", attributes=attributes, use_multipart=False
+        )
+
+    async def via_aiobotocore(number: int) -> None:
         await s3.put_object(
-            Bucket=bucket,
-            Key=key(number),
-            Body=data,
-            ContentType="application/octet-stream",
-            IfNoneMatch="*",
-            ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+            Bucket=bucket, Key=key(number), Body=payloads.data(number), ContentType="application/octet-stream"
         )
 
     async def via_presigned(number: int) -> None:
@@ -124,7 +130,13 @@ def operations(api: Api, s3: Any, http: aiohttp.ClientSession, bucket: str, payl
             if response.status != 200:
                 raise RuntimeError(f"presigned PUT answered {response.status}: {body[:300]!r}")
 
-    return {"api": via_api, "s3": via_s3, "s3-as-api": via_s3_as_api, "presigned": via_presigned}
+    return {
+        "api": via_api,
+        "s3": via_s3,
+        "s3-as-api": via_s3_as_api,
+        "aiobotocore": via_aiobotocore,
+        "presigned": via_presigned,
+    }
 
 
 async def _empty_bucket(s3: Any, bucket: str) -> None:
@@ -162,6 +174,7 @@ async def run(stack: Stack, *, quick: bool) -> Result:
         httpx.AsyncClient(timeout=120, limits=limits) as tus_http,
         contextlib.AsyncExitStack() as resources,
     ):
+        objects = object_store(stack.settings())
         peer = await _start_peer(stack, resources, result)
         pids = {"api": api.pid, "s3": stack.s3_pid, "client": os.getpid()} | ({PEER: peer.pid} if peer else {})
         variants = (*VARIANTS, PEER) if peer else VARIANTS
@@ -171,7 +184,7 @@ async def run(stack: Stack, *, quick: bool) -> Result:
                 for variant in variants:
                     await _empty_bucket(s3, stack.bucket)
                     payloads = Payloads(size)
-                    choices = operations(api, s3, http, stack.bucket, payloads)
+                    choices = operations(api, s3, objects, http, stack.bucket, payloads)
                     if peer:
                         choices[PEER] = tus.operation(tus_http, peer, payloads.data)
                     operation = choices[variant]
@@ -188,7 +201,7 @@ async def run(stack: Stack, *, quick: bool) -> Result:
             _report_size(result, size, {variant: _merge(runs) for variant, runs in phases.items()}, steps)
             _report_peer(result, size, {variant: _merge(runs) for variant, runs in phases.items()}, counted)
     result.notes.append(
-        "ratio = ops/s over the s3 baseline (aiobotocore PutObject, the API's own client). CPU from /proc: ms per "
+        "ratio = ops/s over the s3 baseline (obstore PUT, the API's own client for it). CPU from /proc: ms per "
         "operation of the server (the upload API; in the tus row the node process), moto and this process; "
         "busy = cores the machine kept busy, other = busy minus those (PostgreSQL, the broker, anything else "
         "running). The outbox relay is not running. The api and presigned rows send with aiohttp, the tus row "

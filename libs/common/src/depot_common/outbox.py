@@ -18,7 +18,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import StatusCode
 from prometheus_client import Counter, Gauge
 
@@ -26,6 +25,7 @@ from depot_common import tracing
 from depot_common.db import Connection, advisory_key, identifier, init_connection
 from depot_common.events.envelope import CONTENT_TYPE, CloudEvent
 from depot_common.faults import CrashPoints
+from depot_common.kafka import Headers, Record, RelayProducer
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,7 @@ async def backlog(conn: Connection, schema: str) -> tuple[int, float]:
     return int(row["n"]), float(row["age"])
 
 
-def _kafka_headers(stored: dict[str, Any], traceparent: str | None) -> list[tuple[str, bytes]]:
+def _kafka_headers(stored: dict[str, Any], traceparent: str | None) -> Headers:
     """The stored headers, the ``traceparent`` naming the relay's publish span (the stored one when not traced)."""
     headers = {**stored, "traceparent": traceparent} if traceparent else stored
     return [(name, str(value).encode()) for name, value in headers.items()]
@@ -93,7 +93,7 @@ class OutboxRelay:
         *,
         dsn: str,
         schema: str,
-        producer: AIOKafkaProducer,
+        producer: RelayProducer,
         batch_size: int = 500,
         poll_interval: float = 1.0,
         retention_seconds: int = 3600,
@@ -163,18 +163,21 @@ class OutboxRelay:
         )
         if not rows:
             return 0
-        spans = [tracing.start_publish(row["topic"], row["key"], row["headers"].get("traceparent")) for row in rows]
-        try:
-            futures = [
-                await self._producer.send(
-                    row["topic"],
-                    value=row["value"].encode(),  # the stored JSON text, sent as is
-                    key=row["key"].encode(),
-                    headers=_kafka_headers(row["headers"], tracing.traceparent_of(span)),
-                )
+        if tracing.enabled():
+            spans = [tracing.start_publish(row["topic"], row["key"], row["headers"].get("traceparent")) for row in rows]
+            headers = [
+                _kafka_headers(row["headers"], tracing.traceparent_of(span))
                 for row, span in zip(rows, spans, strict=True)
             ]
-            await asyncio.gather(*futures)
+        else:  # no-op spans would carry the stored traceparent unchanged: skip making them
+            spans = []
+            headers = [_kafka_headers(row["headers"], None) for row in rows]
+        records = [
+            Record(row["topic"], row["key"].encode(), row["value"].encode(), row_headers)  # value: the stored JSON text
+            for row, row_headers in zip(rows, headers, strict=True)
+        ]
+        try:
+            await self._producer.send(records)
         except Exception as error:  # broker outage: rows stay unpublished and are retried
             for span in spans:
                 span.record_exception(error)

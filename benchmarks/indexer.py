@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from rich.table import Table
 
 from benchmarks.events import Message, document_stored, move_group_to_end, outbox_headers, produce, text_document
 from benchmarks.load import Batch, timed
@@ -91,13 +92,13 @@ def documents(count: int) -> list[tuple[CloudEvent[Any], bytes]]:
 
 
 async def _s3_reads(s3: Any, bucket: str, keys: list[str], pids: dict[str, int]) -> Batch:
-    reader = S3BlobReader(s3, bucket=bucket)
+    async with S3BlobReader(s3, bucket=bucket) as reader:
 
-    async def read_all() -> None:
-        for key in keys:
-            await reader.read(key, MAX_OBJECT_BYTES)
+        async def read_all() -> None:
+            for key in keys:
+                await reader.read(key, MAX_OBJECT_BYTES)
 
-    return await timed(read_all(), events=len(keys), pids=pids)
+        return await timed(read_all(), events=len(keys), pids=pids)
 
 
 async def run(stack: Stack, *, quick: bool) -> Result:
@@ -135,6 +136,35 @@ async def run(stack: Stack, *, quick: bool) -> Result:
             with contextlib.suppress(Exception):
                 await conn.close()
     return _report(indexed, reads, steps, skipped)
+
+
+#: The processes one indexed event costs CPU in, and the cores of this machine.
+CAPACITY_PROCESSES = ("indexer", "postgres", "s3", "kafka")
+CORES = os.cpu_count() or 1
+
+
+def capacities(indexed: Batch) -> dict[str, float]:
+    """Events per second each process could sustain on a core of its own (1000 / its CPU ms per event), and
+    what the whole machine could if those processes had all its cores (cores * 1000 / their sum): the
+    ceiling the measured rate shares with whatever else runs."""
+    per_event = {name: indexed.cpu_ms_per_event(name) for name in CAPACITY_PROCESSES}
+    figures = {name: round(1000 / ms, 1) for name, ms in per_event.items() if ms > 0}
+    figures["machine"] = round(CORES * 1000 / sum(per_event.values()), 1)
+    return figures
+
+
+def capacity_view(indexed: Batch) -> Table:
+    """The capacity table: per process, its CPU per event, its share, and the rate it caps."""
+    view = table(
+        f"Indexer capacity from CPU per event ({CORES} cores)",
+        ["process", "cpu ms/event", "share", "events/s on one core"],
+    )
+    per_event = {name: indexed.cpu_ms_per_event(name) for name in CAPACITY_PROCESSES}
+    total = sum(per_event.values())
+    for name, ms in per_event.items():
+        view.add_row(name, f"{ms:.2f}", f"{ms / total:.0%}", f"{1000 / ms:.0f}" if ms > 0 else "")
+    view.add_row(f"all four on {CORES} cores", f"{total:.2f}", "100%", f"{CORES * 1000 / total:.0f}")
+    return view
 
 
 def _report(indexed: Batch, reads: Batch, steps: Plan, skipped: int) -> Result:
@@ -181,18 +211,22 @@ def _report(indexed: Batch, reads: Batch, steps: Plan, skipped: int) -> Result:
         f"{reads.other_cores:.2f}",
     )
     result.tables.append(view)
+    capacity = capacity_view(indexed)
+    result.tables.append(capacity)
     result.figures = {
         "events": steps.events,
         "indexer": indexed.summary(),
         "s3_read_one_at_a_time": reads.summary(),
         "s3_read_share_of_event_time": round(reads.elapsed_s / reads.events / (indexed.elapsed_s / indexed.events), 3),
         "records_skipped_before_start": skipped,
+        "capacity_events_per_s": capacities(indexed),
     }
     result.notes.append(
         "timed from the first send of the batch until search.index_entries holds every document (polled every "
         "20 ms); warmed up first. CPU per event: indexer process, the database's PostgreSQL backends, moto (s3), "
         "tansu (kafka), this process (client: producing, polling); other = busy minus those (PostgreSQL's WAL "
         "writer, checkpointer…, anything else running). No target: see the pipeline benchmark for "
-        "what the indexer must sustain."
+        "what the indexer must sustain. Capacity: the rate each process could sustain with a core to itself, and "
+        "all four with every core to themselves (machine), from the CPU each spent per event."
     )
     return result

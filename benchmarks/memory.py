@@ -7,7 +7,7 @@ body is generated chunk by chunk (neither side ever holds the file). Its peak RS
 kernel's ``VmHWM``; ``VmRSS`` is also sampled every 20 ms during the upload.
 
 The same bytes are then written to S3 by this process the way the API writes them (an
-aioboto3 multipart upload, parts of the API's part size, one after the other): the
+aiobotocore multipart upload, parts of the API's part size, one after the other): the
 baseline for the API's MB/s.
 """
 

@@ -21,7 +21,6 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 
 from benchmarks import upload
@@ -49,11 +48,10 @@ def package_of(filename: str, function: str) -> str:
 
 
 async def _drive(stack: Stack, profile_path: Path, *, size: int, seconds: float, concurrency: int) -> int:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with (
         stack.api(python_args=["-m", "benchmarks._profiled_api", str(profile_path)]) as api,
         stack.s3() as s3,
-        httpx.AsyncClient(timeout=120, limits=limits) as http,
+        upload.http_client(concurrency) as http,
     ):
         operation = upload.operations(api, s3, http, stack.bucket, Payloads(size))["api"]
         load = Load(concurrency=concurrency, duration_s=seconds, max_ops=10**9, warmup_ops=4 * concurrency)

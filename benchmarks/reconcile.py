@@ -3,7 +3,7 @@
 For each size (a small and a ten times larger one), in a fresh database and a fresh bucket:
 the upload and search schemas are migrated, ``size`` consistent ``stored`` documents are
 COPYed into ``upload.documents`` with their ``indexed`` rows in ``search.index_entries``,
-and ``size`` small objects are written under ``documents/<id>`` (aioboto3, many PUTs in
+and ``size`` small objects are written under ``documents/<id>`` (aiobotocore, many PUTs in
 flight; the fill is timed apart and is not part of the figures). A handful of
 inconsistencies are planted: ``PLANTED`` orphan objects (no document; the run gets
 ``DEPOT_RECONCILE_GRACE=0`` so they count at once) and ``PLANTED`` stored documents (indexed)

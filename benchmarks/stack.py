@@ -125,7 +125,7 @@ class Stack:
 
     @contextlib.asynccontextmanager
     async def s3(self) -> AsyncIterator[Any]:
-        """An aioboto3 S3 client configured exactly as the upload API's, bucket ensured."""
+        """An aiobotocore S3 client configured exactly as the upload API's, bucket ensured."""
         async with s3_client(self.settings()) as client:
             await ensure_bucket(client, self.bucket)
             yield client

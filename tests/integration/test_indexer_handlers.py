@@ -277,9 +277,9 @@ async def test_s3_blob_reader_reads_prefix_missing_and_empty(s3_endpoint: str, i
         await ensure_bucket(s3, settings.s3_bucket)
         await s3.put_object(Bucket=settings.s3_bucket, Key="documents/a", Body=b"0123456789")
         await s3.put_object(Bucket=settings.s3_bucket, Key="documents/empty", Body=b"")
-        reader = S3BlobReader(s3, bucket=settings.s3_bucket)
-        assert await reader.read("documents/a", 4) == b"0123"
-        assert await reader.read("documents/a", 100) == b"0123456789"
-        assert await reader.read("documents/empty", 4) == b""
-        with pytest.raises(BlobNotFound):
-            await reader.read("documents/missing", 4)
+        async with S3BlobReader(s3, bucket=settings.s3_bucket) as reader:
+            assert await reader.read("documents/a", 4) == b"0123"
+            assert await reader.read("documents/a", 100) == b"0123456789"
+            assert await reader.read("documents/empty", 4) == b""
+            with pytest.raises(BlobNotFound):
+                await reader.read("documents/missing", 4)

@@ -275,8 +275,9 @@ async def test_upload_api_answers_503_with_retry_after_during_a_postgresql_crash
 async def test_s3_stopped_for_30_s_during_indexing_dead_letters_nothing(
     pg_pool: asyncpg.Pool, kafka_bootstrap: str, make_settings: Any, tmp_path: Path
 ) -> None:
-    """The S3 server frozen (SIGSTOP) for 30 s while the indexer reads 60 objects: reads time out, the
-    partitions pause and wait; after SIGCONT every document is indexed with its text and the DLQ is empty."""
+    """The S3 server frozen (SIGSTOP) for 30 s while the indexer reads 60 objects (5 indexed before, 55 published
+    once it froze): reads time out, the partitions pause and wait; after SIGCONT every document is indexed with its
+    text and the DLQ is empty."""
     moto, endpoint = await asyncio.to_thread(servers.start_moto, tmp_path)
     try:
         settings: IndexerSettings = make_settings(IndexerSettings, s3_endpoint=endpoint, s3_timeout=1)
@@ -288,14 +289,17 @@ async def test_s3_stopped_for_30_s_during_indexing_dead_letters_nothing(
             await s3.create_bucket(Bucket=settings.s3_bucket)
             for d in documents:
                 await s3.put_object(Bucket=settings.s3_bucket, Key=f"documents/{d}", Body=f"word{d.hex}".encode())
-            await publish(kafka_bootstrap, topic, [stored(d, size=36) for d in documents])
-            reader = S3BlobReader(s3, bucket=settings.s3_bucket)
-            async with indexing(kafka_bootstrap, topic, group, pg_pool, reader) as events:
+            await publish(kafka_bootstrap, topic, [stored(d, size=36) for d in documents[:5]])
+            reader = S3BlobReader(s3, bucket=settings.s3_bucket, timeout=settings.s3_timeout)
+            async with reader, indexing(kafka_bootstrap, topic, group, pg_pool, reader) as events:
                 while await count_indexed(pg_pool, documents) < 5:
                     await asyncio.sleep(0.01)
                 os.kill(moto.pid, signal.SIGSTOP)
                 seen: set[str] = set()
                 try:
+                    # published now, so every one of them is read while S3 is frozen (a batch of a partition's
+                    # records reads them all before its transaction: published together, all could be read first)
+                    await publish(kafka_bootstrap, topic, [stored(d, size=36) for d in documents[5:]])
                     for _ in range(300):
                         seen |= events.waiting_for()
                         if paused(group, "s3"):

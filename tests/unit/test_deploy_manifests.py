@@ -14,6 +14,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import yaml
@@ -51,6 +52,11 @@ def of_kind(kind: str) -> list[dict[str, Any]]:
 def config_map() -> dict[str, str]:
     (settings,) = of_kind("ConfigMap")
     return dict(settings["data"])
+
+
+def config_map_name() -> str:
+    (settings,) = of_kind("ConfigMap")
+    return str(settings["metadata"]["name"])
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +164,32 @@ def test_network_policies_let_each_process_reach_only_what_it_needs() -> None:
         for need in granted:
             selector = policies[f"depot-egress-{need}"]["spec"]["podSelector"]["matchLabels"]
             assert labels.items() >= selector.items()
+
+
+def test_every_pod_exports_traces_to_a_collector_its_network_policy_lets_it_reach() -> None:
+    """The ConfigMap every Deployment loads names an OTLP/HTTP endpoint, and an egress policy selecting every
+    Depot pod opens that port towards the namespace the endpoint's host is in (default deny blocks the rest)."""
+    endpoint = urlsplit(config_map()["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert endpoint.scheme == "http"
+    assert endpoint.hostname
+    assert endpoint.port
+    namespace = endpoint.hostname.split(".")[1]  # <service>.<namespace>.svc
+    policies = [policy["spec"] for policy in of_kind("NetworkPolicy") if "Egress" in policy["spec"]["policyTypes"]]
+    for deployment in of_kind("Deployment"):
+        assert {"configMapRef": {"name": config_map_name()}} in container(deployment)["envFrom"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        reachable = [
+            rule
+            for policy in policies
+            if labels.items() >= policy["podSelector"]["matchLabels"].items()
+            for rule in policy.get("egress", [])
+            if {"protocol": "TCP", "port": endpoint.port} in rule.get("ports", [])
+            and any(
+                peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": namespace}
+                for peer in rule.get("to", [])
+            )
+        ]
+        assert reachable, f"{deployment['metadata']['name']} cannot reach {endpoint.hostname}:{endpoint.port}"
 
 
 def test_every_rendered_object_is_valid_against_the_kubernetes_schemas() -> None:

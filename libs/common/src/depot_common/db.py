@@ -47,6 +47,16 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwar
     return pool
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """A pool ``reset`` that sends nothing: for a pool whose users leave no session state behind.
+
+    asyncpg still rolls back a transaction left open and drops listeners; what this skips is
+    its reset query (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), one
+    round trip on every release. Only for pools on which nothing takes a session-level
+    advisory lock, LISTENs, SETs a session parameter or opens a cursor ``WITH HOLD``.
+    """
+
+
 def advisory_key(name: str) -> int:
     """A stable 32-bit advisory lock key for ``name``."""
     return zlib.crc32(name.encode())

@@ -53,22 +53,26 @@ def channel(schema: str) -> str:
     return f"depot_outbox_{identifier(schema)}"
 
 
-async def enqueue(conn: Connection, schema: str, *, topic: str, key: str, event: CloudEvent[Any]) -> None:
-    """Insert ``event`` into ``schema``'s outbox in the caller's transaction."""
-    schema = identifier(schema)
+def outbox_row(*, topic: str, key: str, event: CloudEvent[Any]) -> tuple[Any, ...]:
+    """``(event_id, topic, key, value, headers)``: the outbox row of ``event``, as :func:`enqueue` writes it
+    (for an owner that writes it within a statement of its own)."""
     headers = {
         "content-type": CONTENT_TYPE,
         "traceparent": tracing.current_traceparent() or tracing.new_traceparent(),
     }
+    return event.id, topic, key, event.model_dump(mode="json"), headers
+
+
+async def enqueue(conn: Connection, schema: str, *, topic: str, key: str, event: CloudEvent[Any]) -> None:
+    """Insert ``event`` into ``schema``'s outbox in the caller's transaction."""
+    schema = identifier(schema)
+    # one round trip: the row and the notification (delivered at commit) in one statement
     await conn.execute(
-        f"INSERT INTO {schema}.outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
-        event.id,
-        topic,
-        key,
-        event.model_dump(mode="json"),
-        headers,
+        f"WITH queued AS (INSERT INTO {schema}.outbox (event_id, topic, key, value, headers)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING 1) SELECT pg_notify($6, '') FROM queued",
+        *outbox_row(topic=topic, key=key, event=event),
+        channel(schema),
     )
-    await conn.execute("SELECT pg_notify($1, '')", channel(schema))
 
 
 async def backlog(conn: Connection, schema: str) -> tuple[int, float]:

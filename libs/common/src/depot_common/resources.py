@@ -17,11 +17,17 @@ from depot_common.settings import DepotSettings
 
 @contextlib.asynccontextmanager
 async def service_resources(
-    app: FastAPI, settings: DepotSettings, *, schema: str, migrations: MigrationSource, pool_size: int
+    app: FastAPI,
+    settings: DepotSettings,
+    *,
+    schema: str,
+    migrations: MigrationSource,
+    pool_size: int,
+    **pool_options: Any,
 ) -> AsyncIterator[tuple[asyncpg.Pool, Any]]:
     """Open them, migrate ``schema``, publish them on ``app.state`` (readiness and auth read them
-    there), yield ``(pool, s3)``, and close them at the end."""
-    pool = await create_pool(settings.database_url, max_size=pool_size)
+    there), yield ``(pool, s3)``, and close them at the end. ``pool_options`` go to asyncpg's pool."""
+    pool = await create_pool(settings.database_url, max_size=pool_size, **pool_options)
     try:
         await migrate(pool, schema, migrations)
         async with s3_client(settings) as s3:

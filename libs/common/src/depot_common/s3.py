@@ -1,6 +1,10 @@
-"""S3: an aioboto3 client factory and the object operations Depot needs.
+"""S3: an aiobotocore client factory and the object operations Depot needs.
 
 Only the standard S3 protocol is used (AWS S3, MinIO, or any compatible server).
+Checksums are computed only where S3 requires one (``when_required``): Depot sends its own
+``x-amz-checksum-sha256`` where its invariants need one (single-part uploads, presigned
+single PUTs) and verifies multipart objects by re-reading them, so botocore's default
+CRC32 of every request and response body would be CPU spent twice (docs/architecture.md, S3).
 """
 
 from __future__ import annotations
@@ -9,8 +13,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aioboto3
 from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from depot_common.settings import DepotSettings
@@ -19,9 +23,8 @@ from depot_common.tracing import instrument_s3
 
 @contextlib.asynccontextmanager
 async def s3_client(settings: DepotSettings) -> AsyncIterator[Any]:
-    """An S3 client for the configured endpoint (empty endpoint = AWS)."""
-    session = aioboto3.Session()
-    async with session.client(
+    """An S3 client for the configured endpoint (empty endpoint = AWS); one per process, shared by every task."""
+    async with get_session().create_client(
         "s3",
         endpoint_url=settings.s3_endpoint or None,
         region_name=settings.s3_region,
@@ -36,6 +39,8 @@ async def s3_client(settings: DepotSettings) -> AsyncIterator[Any]:
             max_pool_connections=64,
             s3={"addressing_style": "path"},
             signature_version="s3v4",
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         ),
     ) as client:
         instrument_s3(client)

@@ -109,6 +109,30 @@ def _s3_call_failed(exception: BaseException, context: dict[str, Any], **_: Any)
         span.end()
 
 
+@contextmanager
+def s3_request(operation: str, method: str) -> Iterator[Span]:
+    """The span of an S3 request sent without the aiobotocore client (a presigned URL fetched with aiohttp),
+    named and described as :func:`instrument_s3` names the client's; :func:`s3_answered` records the answer."""
+    with _tracer.start_as_current_span(
+        f"S3.{operation}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "rpc.system": "aws-api",
+            "rpc.service": "S3",
+            "rpc.method": operation,
+            "http.request.method": method,
+        },
+    ) as span:
+        yield span
+
+
+def s3_answered(span: Span, status_code: int) -> None:
+    """Record an S3 answer on ``span`` (an error from status 400 on, as :func:`instrument_s3` does)."""
+    span.set_attribute("http.response.status_code", status_code)
+    if status_code >= 400:
+        span.set_status(Status(StatusCode.ERROR))
+
+
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, ``None`` outside any trace."""
     carrier: dict[str, str] = {}
@@ -178,7 +202,14 @@ def traceparent_of(span: Span) -> str | None:
 @contextmanager
 def consuming(topic: str, partition: int, offset: int, group: str, traceparent: str | None) -> Iterator[Span]:
     """The consumer's span for handling one record, current while it is handled, continuing its ``traceparent``."""
-    with _tracer.start_as_current_span(
+    with trace.use_span(start_consuming(topic, partition, offset, group, traceparent), end_on_exit=True) as span:
+        yield span
+
+
+def start_consuming(topic: str, partition: int, offset: int, group: str, traceparent: str | None) -> Span:
+    """The consumer's span for one record, started but not current: a batch handles its records in steps
+    (each made current with :func:`within`), and ends every span once the batch committed."""
+    return _tracer.start_span(
         f"process {topic}",
         context=context_of(traceparent),
         kind=SpanKind.CONSUMER,
@@ -191,8 +222,12 @@ def consuming(topic: str, partition: int, offset: int, group: str, traceparent: 
                 "messaging.kafka.offset": offset,
             },
         ),
-    ) as span:
-        yield span
+    )
+
+
+def within(span: Span) -> Any:
+    """A context manager making ``span`` current without ending it (errors raised inside are recorded on it)."""
+    return trace.use_span(span, end_on_exit=False)
 
 
 def add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:

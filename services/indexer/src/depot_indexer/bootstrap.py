@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI
 
 from depot_common.consumer import EventConsumer, running_consumer
-from depot_common.db import Migrations, create_pool, migrate
+from depot_common.db import Migrations, create_pool, keep_session, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, INDEX_TOPIC, Service, ignored_by
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import run_until_signalled
@@ -61,12 +61,16 @@ def build_app(settings: IndexerSettings) -> FastAPI:
 @contextlib.asynccontextmanager
 async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventConsumer]:
     """The indexer's started consumer of the documents and compensations topics; stopped on exit."""
-    pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2)
+    # migrations lock per transaction, handlers leave no session state: releasing sends no reset query
+    pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2, reset=keep_session)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
-        async with s3_client(settings) as s3:
+        async with (
+            s3_client(settings) as s3,
+            S3BlobReader(s3, bucket=settings.s3_bucket, timeout=settings.s3_timeout) as blobs,
+        ):
             handlers = build_handlers(
-                S3BlobReader(s3, bucket=settings.s3_bucket),
+                blobs,
                 UploadDocumentsView(),
                 max_object_bytes=settings.index_max_object_bytes,
                 max_text_chars=settings.index_max_text_chars,

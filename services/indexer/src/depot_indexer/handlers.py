@@ -1,7 +1,8 @@
 """Handlers of ``depot.documents.v1``: keep the search index in step with the documents.
 
 Each handler runs inside the consumer's transaction, which also records the event id in
-``search.processed_events``; the version checks in :mod:`depot_indexer.repository` make a
+``search.processed_events`` (``document.stored`` reads the object and extracts its text just
+before that transaction, see :func:`build_handlers`); the version checks in :mod:`depot_indexer.repository` make a
 stale or duplicated event a no-op. Every change of an entry to a new version writes
 ``document.indexed`` (or ``document.index_failed`` when the text could not be extracted:
 the entry is then findable by filename only) into ``search.outbox`` in that same
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -32,9 +34,10 @@ from depot_common.events import (
     type_of,
 )
 from depot_common.outbox import enqueue
+from depot_common.staged import Staged
 from depot_indexer import repository
 from depot_indexer.domain import IndexEntry
-from depot_indexer.extraction import ExtractionError, extract_text
+from depot_indexer.extraction import ExtractionError, Kind, extract_text, kind_of
 from depot_indexer.ports import BlobNotFound, BlobReader, DocumentSource
 
 log = structlog.get_logger(__name__)
@@ -42,33 +45,56 @@ log = structlog.get_logger(__name__)
 #: Same shape as ``depot_common.consumer.Handler`` (not imported: it pulls in aiokafka).
 EventHandler = Callable[[Connection, CloudEvent[Any]], Awaitable[None]]
 
+#: Up to this many bytes, text-like documents are extracted on the event loop: decoding a few KiB takes
+#: microseconds, less than handing it to a thread and back (PDFs always go to a thread).
+INLINE_EXTRACTION_BYTES = 64 * 1024
+
 #: The CloudEvents ``source`` of the events the indexer publishes.
 SOURCE = "depot/indexer"
+
+
+@dataclass(frozen=True)
+class Read:
+    """What ``document.stored`` found before its transaction: the text (or why there is none), or that the
+    index already holds this or a newer version."""
+
+    body: str = ""
+    failure: str | None = None
+    stale_behind: int | None = None
 
 
 def build_handlers(
     blobs: BlobReader, documents: DocumentSource, *, max_object_bytes: int, max_text_chars: int
 ) -> dict[str, tuple[type[BaseModel], EventHandler]]:
-    """The ``EventConsumer`` handler table: event type → (data model, handler)."""
+    """The ``EventConsumer`` handler table: event type → (data model, handler).
 
-    async def on_stored(conn: Connection, event: CloudEvent[Any]) -> None:
-        await index(conn, event.data)
+    ``document.stored`` is :class:`~depot_common.staged.Staged`: the version check and the S3 read
+    (and extraction) run before the consumer opens its transaction, the entry and its outcome event
+    are written in it.
+    """
 
-    async def index(conn: Connection, data: DocumentStored) -> None:
+    async def read(conn: Connection, data: DocumentStored) -> Read:
+        """Outside the transaction: the document's text, unless the index already holds this or a newer version
+        (then nothing is downloaded: versions in the index only grow, so the event stays stale)."""
         known = await repository.version_of(conn, data.document_id)
         if known is not None and known >= data.version:
+            return Read(stale_behind=known)
+        try:
+            body = await _extract(blobs, data, max_object_bytes=max_object_bytes, max_text_chars=max_text_chars)
+        except ExtractionError as error:
+            return Read(failure=error.reason)
+        return Read(body=body)
+
+    async def apply(conn: Connection, data: DocumentStored, found: Read) -> None:
+        """In the transaction: write the entry (version-checked again) and its outcome event."""
+        if found.stale_behind is not None:
             log.info(
                 "index.stale_event",
                 document_id=str(data.document_id),
                 version=data.version,
-                indexed_version=known,
+                indexed_version=found.stale_behind,
             )
             return
-        failure: str | None = None
-        try:
-            body = await _extract(blobs, data, max_object_bytes=max_object_bytes, max_text_chars=max_text_chars)
-        except ExtractionError as error:
-            body, failure = "", error.reason
         entry = IndexEntry(
             document_id=data.document_id,
             owner_id=data.owner_id,
@@ -77,13 +103,24 @@ def build_handlers(
             size_bytes=data.size_bytes,
             sha256=data.sha256,
             version=data.version,
-            body=body,
+            body=found.body,
         )
         if await repository.upsert_entry(conn, entry):
-            log.info("index.updated", document_id=str(data.document_id), version=data.version, body_chars=len(body))
-            await _report(conn, data, text_chars=len(body), failure=failure)
+            log.info(
+                "index.updated", document_id=str(data.document_id), version=data.version, body_chars=len(found.body)
+            )
+            await _report(conn, data, text_chars=len(found.body), failure=found.failure)
         else:
             log.info("index.stale_event", document_id=str(data.document_id), version=data.version)
+
+    async def read_stored(conn: Connection, event: CloudEvent[Any]) -> Read:
+        return await read(conn, event.data)
+
+    async def apply_stored(conn: Connection, event: CloudEvent[Any], found: Read) -> None:
+        await apply(conn, event.data, found)
+
+    async def index(conn: Connection, data: DocumentStored) -> None:
+        await apply(conn, data, await read(conn, data))
 
     async def on_deleted(conn: Connection, event: CloudEvent[Any]) -> None:
         data: DocumentDeleted = event.data
@@ -123,7 +160,7 @@ def build_handlers(
 
     return handler_table(
         {
-            DocumentStored: on_stored,
+            DocumentStored: Staged(read_stored, apply_stored),
             DocumentDeleted: on_deleted,
             DocumentFailed: on_failed,
             Reindex: on_reindex,
@@ -166,4 +203,6 @@ async def _extract(blobs: BlobReader, data: DocumentStored, *, max_object_bytes:
     except BlobNotFound:
         log.warning("index.object_missing", document_id=str(data.document_id), object_key=data.object_key)
         raise ExtractionError("object_missing") from None
+    if len(raw) <= INLINE_EXTRACTION_BYTES and kind_of(data.content_type, data.filename) is not Kind.PDF:
+        return extract_text(data.content_type, data.filename, raw, max_chars=max_text_chars)
     return await asyncio.to_thread(extract_text, data.content_type, data.filename, raw, max_chars=max_text_chars)

@@ -43,6 +43,10 @@ WHERE e.version < EXCLUDED.version
 RETURNING true
 """
 
+#: A body this short cannot make a tsvector over PostgreSQL's 1 MB limit (at most 4 bytes per character
+#: of lexemes plus a few bytes of entry and position per word: well under 1 MB), so it needs no savepoint.
+SMALL_BODY_CHARS = 64_000
+
 _TOMBSTONE = """
 INSERT INTO search.index_entries AS e (document_id, owner_id, version, status, indexed_at)
 VALUES ($1, $2, $3, 'removed', clock_timestamp())
@@ -94,29 +98,35 @@ async def upsert_entry(conn: Connection, entry: IndexEntry) -> bool:
     """Index ``entry`` unless the index already holds this or a newer version.
 
     Returns whether the entry was written. A body whose tsvector exceeds PostgreSQL's 1 MB
-    limit is halved until it fits (in a savepoint, so the caller's transaction survives).
+    limit is halved until it fits (in a savepoint, so the caller's transaction survives); a body
+    of at most :data:`SMALL_BODY_CHARS` characters cannot reach it and is written without one.
     """
     body = entry.body
+    if len(body) <= SMALL_BODY_CHARS:
+        return bool(await conn.fetchval(_UPSERT, *_upsert_args(entry, body)))
     while True:
         try:
             async with conn.transaction():
-                applied = await conn.fetchval(
-                    _UPSERT,
-                    entry.document_id,
-                    entry.owner_id,
-                    entry.filename,
-                    entry.content_type,
-                    entry.size_bytes,
-                    entry.sha256,
-                    entry.version,
-                    body,
-                )
+                applied = await conn.fetchval(_UPSERT, *_upsert_args(entry, body))
             return bool(applied)
         except asyncpg.ProgramLimitExceededError:
             if not body:
                 raise
             body = body[: len(body) // 2]
             log.warning("index.body_truncated", document_id=str(entry.document_id), body_chars=len(body))
+
+
+def _upsert_args(entry: IndexEntry, body: str) -> tuple[object, ...]:
+    return (
+        entry.document_id,
+        entry.owner_id,
+        entry.filename,
+        entry.content_type,
+        entry.size_bytes,
+        entry.sha256,
+        entry.version,
+        body,
+    )
 
 
 async def tombstone(conn: Executor, *, document_id: uuid.UUID, owner_id: str, version: int) -> bool:

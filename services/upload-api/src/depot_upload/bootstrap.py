@@ -12,7 +12,7 @@ import structlog
 from fastapi import FastAPI
 
 from depot_common.consumer import EventConsumer, running_consumer
-from depot_common.db import create_pool, migrate
+from depot_common.db import create_pool, keep_session, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, Service, ignored_by
 from depot_common.faults import CrashPoints
 from depot_common.health import dependency_checks
@@ -56,7 +56,10 @@ def build_app(settings: UploadSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
-        resources = service_resources(app, settings, schema=SCHEMA, migrations=MIGRATIONS, pool_size=20)
+        # the API's queries leave no session state: releasing a connection sends no reset query
+        resources = service_resources(
+            app, settings, schema=SCHEMA, migrations=MIGRATIONS, pool_size=20, reset=keep_session
+        )
         async with resources as (pool, s3):
             await ensure_bucket(s3, settings.s3_bucket)
             if settings.s3_cors_origins:

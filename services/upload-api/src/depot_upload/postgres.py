@@ -9,10 +9,10 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
-from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, type_of
+from depot_common.events import DOCUMENTS_TOPIC
 from depot_common.outbox import enqueue
 from depot_upload.compensations.repository import PostgresCompensations
-from depot_upload.documents.repository import SCHEMA, SOURCE, PostgresDocuments
+from depot_upload.documents.repository import SCHEMA, PostgresDocuments, document_event
 from depot_upload.domain import Document, Transition
 from depot_upload.presigned.repository import PostgresUploadSessions
 
@@ -62,10 +62,7 @@ class PostgresUnitOfWork:
     async def apply(self, transition: Transition[Any]) -> Document:
         assert self._conn is not None
         document = await self.documents.save(transition.document)
-        event = CloudEvent[Any](
-            source=SOURCE, type=type_of(type(transition.event)), subject=str(document.id), data=transition.event
-        )
-        await enqueue(self._conn, SCHEMA, topic=DOCUMENTS_TOPIC, key=str(document.id), event=event)
+        await enqueue(self._conn, SCHEMA, topic=DOCUMENTS_TOPIC, key=str(document.id), event=document_event(transition))
         return document
 
     async def commit(self) -> None:

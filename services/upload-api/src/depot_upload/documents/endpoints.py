@@ -43,7 +43,7 @@ def _multipart_body(field: str, *, many: bool) -> dict[str, Any]:
     }
 
 
-def get_service(request: Request) -> UploadService:
+async def get_service(request: Request) -> UploadService:
     service: UploadService = request.app.state.service
     return service
 

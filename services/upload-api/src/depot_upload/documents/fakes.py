@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from depot_common.errors import Duplicate
+from depot_common.events import type_of
 from depot_upload.documents.ports import IdempotencyKeyTaken
-from depot_upload.domain import Document, IllegalTransition, OwnerStatus, PageCursor, Status
+from depot_upload.domain import Document, IllegalTransition, OwnerStatus, PageCursor, Status, Transition
 
 if TYPE_CHECKING:
     from depot_upload.fakes import Tables
@@ -56,6 +57,14 @@ class FakeDocuments:
                 raise Duplicate("you already have a document with this content", existing_id=str(existing.id))
         saved = replace(document, updated_at=self._now())
         self._tables.documents[document.id] = saved
+        return saved
+
+    async def apply_alone(self, transition: Transition[Any]) -> Document | None:
+        try:
+            saved = await self.save(transition.document)
+        except IllegalTransition:
+            return None
+        self._tables.outbox.append((type_of(type(transition.event)), transition.event))
         return saved
 
     async def record_idempotency(self, owner_id: str, key: str, sha256: str, document: Document) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from depot_common.errors import Conflict
-from depot_upload.domain import Document, OwnerStatus, PageCursor, StoredBlob
+from depot_upload.domain import Document, OwnerStatus, PageCursor, StoredBlob, Transition
 
 
 class BlobStore(Protocol):
@@ -37,6 +37,14 @@ class DocumentRepository(Protocol):
 
     async def save(self, document: Document) -> Document:
         """Write a transition's document (its version follows the locked one); the document as saved.
+
+        Raises ``Duplicate`` (with ``existing_id``) when the owner already stored this content.
+        """
+
+    async def apply_alone(self, transition: Transition[Any]) -> Document | None:
+        """Save the transition's document and add its outbox event, committed together on their own (outside
+        any unit of work); the document as saved, ``None`` when the row is no longer the version the
+        transition started from.
 
         Raises ``Duplicate`` (with ``existing_id``) when the owner already stored this content.
         """

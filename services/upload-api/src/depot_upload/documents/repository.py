@@ -15,9 +15,10 @@ import asyncpg
 
 from depot_common.db import Connection
 from depot_common.errors import Duplicate
-from depot_common.outbox import backlog
+from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, type_of
+from depot_common.outbox import backlog, channel, outbox_row
 from depot_upload.documents.ports import IdempotencyKeyTaken
-from depot_upload.domain import Document, IllegalTransition, OwnerStatus, PageCursor, Status
+from depot_upload.domain import Document, IllegalTransition, OwnerStatus, PageCursor, Status, Transition
 
 SCHEMA = "upload"
 SOURCE = "depot/upload-api"
@@ -31,6 +32,16 @@ def to_document(row: asyncpg.Record | dict[str, Any]) -> Document:
     values: dict[str, Any] = dict(row)
     values["status"] = Status(values["status"])
     return Document(**values)
+
+
+def document_event(transition: Transition[Any]) -> CloudEvent[Any]:
+    """The CloudEvent of a document's transition, as the outbox stores it."""
+    return CloudEvent[Any](
+        source=SOURCE,
+        type=type_of(type(transition.event)),
+        subject=str(transition.document.id),
+        data=transition.event,
+    )
 
 
 def _snapshot(document: Document) -> dict[str, Any]:
@@ -93,6 +104,34 @@ class PostgresDocuments:
         if row is None:
             raise IllegalTransition(f"document {document.id} changed since it was locked")
         return to_document(row)
+
+    async def apply_alone(self, transition: Transition[Any]) -> Document | None:
+        """The transition's document, its outbox event and the relay's notification in one statement that
+        commits on its own (one round trip, no transaction around it): the document as saved, ``None`` when
+        the row is no longer the version the transition started from."""
+        if not isinstance(self._db, asyncpg.Pool):
+            raise TypeError("apply_alone commits on its own: call it on the pool, not in a unit of work")
+        document = transition.document
+        event = outbox_row(topic=DOCUMENTS_TOPIC, key=str(document.id), event=document_event(transition))
+        try:
+            row = await self._db.fetchrow(
+                "WITH saved AS (UPDATE upload.documents SET status = $2, size_bytes = $3, sha256 = $4, version = $5,"
+                f" updated_at = clock_timestamp() WHERE id = $1 AND version = $5 - 1 RETURNING {COLUMNS}),"
+                " queued AS (INSERT INTO upload.outbox (event_id, topic, key, value, headers)"
+                " SELECT $6::uuid, $7::text, $8::text, $9::jsonb, $10::jsonb FROM saved RETURNING 1)"
+                f" SELECT {COLUMNS} FROM saved, (SELECT count(pg_notify($11, '')) FROM queued) AS notified",
+                document.id,
+                str(document.status),
+                document.size_bytes,
+                document.sha256,
+                document.version,
+                *event,
+                channel(SCHEMA),
+            )
+        except asyncpg.UniqueViolationError:  # documents_owner_sha256_stored: nothing was written
+            existing = await self.find_stored_by_sha256(document.owner_id, str(document.sha256))
+            raise Duplicate(_DUPLICATE, existing_id=str(existing.id) if existing else None) from None
+        return to_document(row) if row else None
 
     async def record_idempotency(self, owner_id: str, key: str, sha256: str, document: Document) -> None:
         try:

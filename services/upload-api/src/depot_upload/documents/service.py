@@ -1,10 +1,11 @@
 """Use cases of the upload API. Entry points translate requests into these calls.
 
-Write path (crash-safe at every step): ``pending`` row (TX1) → bytes streamed to S3 under
-``documents/<id>`` with ``If-None-Match: *``, hashed as they stream → ``stored`` plus the
-``document.stored`` outbox event (TX2, one unit of work). A crash leaves either a ``pending`` row past its
-TTL or an object without a live row, both of which the reconciler repairs. Bytes are only
-deleted after the transaction that stops referencing them has committed.
+Write path (crash-safe at every step): ``pending`` row (TX1, one statement) → bytes streamed to
+S3 under ``documents/<id>`` with ``If-None-Match: *``, hashed as they stream → ``stored`` plus the
+``document.stored`` outbox event (TX2: one statement, or a unit of work with an Idempotency-Key).
+A crash leaves either a ``pending`` row past its TTL or an object without a live row, both of
+which the reconciler repairs. Bytes are only deleted after the transaction that stops
+referencing them has committed.
 """
 
 from __future__ import annotations
@@ -95,11 +96,10 @@ class UploadService:
         document_id = uuid.uuid4()
         key = object_key(document_id)
         media_type = normalize_content_type(content_type, name)
-        async with self._uow() as uow:  # TX1
-            await uow.documents.insert_pending(
-                document_id=document_id, owner_id=owner_id, filename=name, content_type=media_type, object_key=key
-            )
-            await uow.commit()
+        # TX1: one statement, committed on its own (one round trip, no BEGIN/COMMIT around it)
+        pending = await self._documents.insert_pending(
+            document_id=document_id, owner_id=owner_id, filename=name, content_type=media_type, object_key=key
+        )
         structlog.contextvars.bind_contextvars(document_id=str(document_id))
         self._crash.reached("after_pending")
         try:
@@ -110,7 +110,7 @@ class UploadService:
         self._crash.reached("after_object")
         try:
             # the unique index on (owner, sha256) of stored rows decides duplicates, races included
-            document = await self._store(document_id, blob, idempotency_key)
+            document = await self._store(pending, blob, idempotency_key)
         except (Duplicate, IdempotencyKeyTaken):
             await self._documents.discard_pending(document_id)
             await self._blobs.delete(key)
@@ -125,13 +125,22 @@ class UploadService:
         log.info("upload.stored", size_bytes=blob.size_bytes, sha256=blob.sha256)
         return UploadResult(document)
 
-    async def _store(self, document_id: uuid.UUID, blob: StoredBlob, idempotency_key: str | None) -> Document:
-        """TX2: ``stored``, its event and the Idempotency-Key record, together or not at all."""
-        async with self._uow() as uow:
-            pending = await uow.documents.lock(document_id)
-            if pending is None or pending.status is not Status.PENDING:
+    async def _store(self, pending: Document, blob: StoredBlob, idempotency_key: str | None) -> Document:
+        """TX2: ``stored``, its event and the Idempotency-Key record, together or not at all.
+
+        Without a key it is one statement on top of the row TX1 wrote (the version check stands in
+        for the lock: a row expired or removed meanwhile is no longer that version).
+        """
+        if idempotency_key is None:
+            stored = await self._documents.apply_alone(pending.store(blob))
+            if stored is None:
                 raise Gone("the upload expired before it completed", code="upload_expired")
-            document = await uow.apply(pending.store(blob))
+            return stored
+        async with self._uow() as uow:
+            current = await uow.documents.lock(pending.id)
+            if current is None or current.status is not Status.PENDING:
+                raise Gone("the upload expired before it completed", code="upload_expired")
+            document = await uow.apply(current.store(blob))
             if idempotency_key is not None:
                 await uow.documents.record_idempotency(document.owner_id, idempotency_key, blob.sha256, document)
             await uow.commit()

@@ -95,8 +95,14 @@ class S3BlobStore:
         return StoredBlob(size_bytes=size, sha256=digest.hexdigest())
 
     async def _upload_part(self, key: str, upload_id: str, number: int, body: io.BytesIO) -> dict[str, Any]:
+        # a CRC32 per part: S3 refuses a part damaged in transit (the client computes checksums only when asked)
         response = await self._s3.upload_part(
-            Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_rewound(body)
+            Bucket=self._bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=_rewound(body),
+            ChecksumAlgorithm="CRC32",
         )
         return {"PartNumber": number, "ETag": response["ETag"]}
 

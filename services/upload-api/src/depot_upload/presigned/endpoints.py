@@ -20,7 +20,7 @@ from depot_upload.presigned.service import PresignedUploads
 router = APIRouter(prefix="/v1", tags=["uploads"])
 
 
-def get_presigned(request: Request) -> PresignedUploads:
+async def get_presigned(request: Request) -> PresignedUploads:
     presigned: PresignedUploads = request.app.state.presigned
     return presigned
 
@@ -28,7 +28,7 @@ def get_presigned(request: Request) -> PresignedUploads:
 PresignedDep = Annotated[PresignedUploads, Depends(get_presigned)]
 
 
-def get_completion(request: Request) -> UploadCompletion:
+async def get_completion(request: Request) -> UploadCompletion:
     completion: UploadCompletion = request.app.state.completion
     return completion
 

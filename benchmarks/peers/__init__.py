@@ -1,0 +1,1 @@
+"""Servers other than Depot that a benchmark measures beside it (installed and run by the bench)."""

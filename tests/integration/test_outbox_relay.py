@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from depot_common.db import create_pool
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent
-from depot_common.kafka import ensure_topics, make_producer
+from depot_common.kafka import ensure_topics, make_relay_producer
 from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
 from depot_devstack import servers
 from depot_upload.settings import UploadSettings
@@ -206,7 +206,7 @@ async def test_relay_publishes_a_backlog_in_order(
     schema, topic = scratch_outbox
     for key in ("a", "b", "c"):
         await put_events(pg_pool, schema, topic, key, range(300))
-    producer = make_producer(upload_settings.kafka_servers)
+    producer = make_relay_producer(upload_settings.kafka_servers)
     await producer.start()
     relay = OutboxRelay(dsn=upload_settings.database_url, schema=schema, producer=producer, batch_size=128)
     try:

@@ -270,6 +270,13 @@ class Measured:
         return (len(self.documents) - 1) / self.upload_span_s if self.upload_span_s > 0 else 0.0
 
     @property
+    def acked_per_s(self) -> float:
+        """201s per second, first to last: below :attr:`upload_per_s`, the upload API itself fell behind."""
+        acked = [document.acked for document in self.documents]
+        span = max(acked) - min(acked) if acked else 0.0
+        return (len(acked) - 1) / span if span > 0 else 0.0
+
+    @property
     def backlog(self) -> Backlog:
         return Backlog.of(
             self.found, upload_per_s=self.upload_per_s, indexed_per_s=self.indexed_per_s, lag_at_end=self.lag_at_end
@@ -507,7 +514,8 @@ def _report_phase(result: Result, measured: Measured) -> None:
     backlog = measured.backlog
     mean = sum(end_to_end) / len(end_to_end) if end_to_end else math.nan
     result.notes.append(
-        f"at {measured.label}: uploads started at {backlog.upload_per_s:.1f}/s, indexed at "
+        f"at {measured.label}: uploads started at {backlog.upload_per_s:.1f}/s, acknowledged at "
+        f"{measured.acked_per_s:.1f}/s (first to last 201), indexed at "
         f"{backlog.indexed_per_s:.1f}/s (first to last indexed_at) = {backlog.kept_up:.2f}; p50 of the first "
         f"quarter of uploads {backlog.p50_first_quarter_s * 1000:.0f} ms, of the last "
         f"{backlog.p50_last_quarter_s * 1000:.0f} ms; {backlog.lag_at_end} not yet searchable when the last "
@@ -532,6 +540,7 @@ def _figures(measured: Measured) -> dict[str, Any]:
         "seconds": measured.seconds,
         "uploads": len(measured.documents),
         "achieved_upload_rate_per_s": round(backlog.upload_per_s, 2),
+        "acknowledged_per_s": round(measured.acked_per_s, 2),
         "indexed_per_s": round(backlog.indexed_per_s, 2),
         "indexed_over_uploaded": round(backlog.kept_up, 3),
         "p50_ms_first_quarter": round(backlog.p50_first_quarter_s * 1000, 1),

@@ -12,7 +12,6 @@ relay producer*).
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,71 +58,45 @@ class RelayProducer:
     """confluent-kafka's ``Producer`` (librdkafka) behind one coroutine: :meth:`send` a batch, return once
     every record of it is acknowledged (``acks=all``), raise ``confluent_kafka.KafkaException`` if any was not.
 
-    librdkafka sends from its own threads; one thread of ours serves its delivery reports (``poll``), so the
-    event loop never blocks on it: the batch's last report wakes the loop once (``call_soon_threadsafe``).
+    librdkafka frames and sends from its own threads. A batch is queued, then ``flush`` waits (in a worker
+    thread, so the event loop never blocks) until nothing is left in flight; delivery reports come for failed
+    records only (``delivery.report.only.error``), so a batch costs no Python call per acknowledged record.
+    One batch at a time: ``flush`` waits for everything the producer holds.
     """
-
-    FLUSH_SECONDS = 10.0
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self._producer: confluent_kafka.Producer | None = None
-        self._stopping = threading.Event()
-        self._poller: threading.Thread | None = None
+        #: ``flush`` outlasts ``message.timeout.ms``: by then every record was acknowledged or reported failed.
+        self._flush_seconds = int(config.get("message.timeout.ms", 300_000)) / 1000 + 5
 
     async def start(self) -> None:
         self._producer = confluent_kafka.Producer(self.config, error_cb=_log_client_error)
-        self._stopping.clear()
-        self._poller = threading.Thread(target=self._serve_reports, name="relay-producer-reports", daemon=True)
-        self._poller.start()
-
-    def _serve_reports(self) -> None:
-        producer = self._producer
-        assert producer is not None
-        while not self._stopping.is_set():
-            producer.poll(0.1)  # runs delivery callbacks in this thread; the GIL is released while it waits
 
     async def stop(self) -> None:
-        """Stop serving reports, then deliver what is still queued (for up to ``FLUSH_SECONDS``)."""
-        producer, poller = self._producer, self._poller
-        if producer is None or poller is None:
-            return
-        self._stopping.set()
-        await asyncio.to_thread(poller.join)
-        await asyncio.to_thread(producer.flush, self.FLUSH_SECONDS)
-        self._producer = self._poller = None
+        """Deliver what is still queued (or give up after ``message.timeout.ms``)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await asyncio.to_thread(producer.flush, self._flush_seconds)
 
     async def send(self, records: Sequence[Record]) -> None:
         """Send ``records`` in order; return when every one is acknowledged, raise the first error otherwise."""
         producer = self._producer
         if producer is None:
             raise RuntimeError("RelayProducer.send before start")
-        if not records:
-            return
-        loop = asyncio.get_running_loop()
-        settled: asyncio.Future[None] = loop.create_future()
         errors: list[confluent_kafka.KafkaError] = []
-        remaining = len(records)  # only the report thread counts down
 
-        def settle() -> None:
-            if settled.done():
-                return
-            if errors:
-                settled.set_exception(confluent_kafka.KafkaException(errors[0]))
-            else:
-                settled.set_result(None)
-
-        def delivered(error: confluent_kafka.KafkaError | None, _: confluent_kafka.Message) -> None:
-            nonlocal remaining
-            if error is not None:
+        def failed(error: confluent_kafka.KafkaError | None, _: confluent_kafka.Message) -> None:
+            if error is not None:  # runs in the flushing thread
                 errors.append(error)
-            remaining -= 1
-            if remaining == 0:
-                loop.call_soon_threadsafe(settle)
 
         for record in records:
-            producer.produce(record.topic, record.value, record.key, on_delivery=delivered, headers=record.headers)
-        await settled
+            producer.produce(record.topic, record.value, record.key, on_delivery=failed, headers=record.headers)
+        left = await asyncio.to_thread(producer.flush, self._flush_seconds)
+        if errors:
+            raise confluent_kafka.KafkaException(errors[0])
+        if left:
+            raise confluent_kafka.KafkaException(confluent_kafka.KafkaError(confluent_kafka.KafkaError._MSG_TIMED_OUT))
 
 
 def _log_client_error(error: confluent_kafka.KafkaError) -> None:
@@ -142,6 +115,7 @@ def make_relay_producer(bootstrap: list[str], **overrides: Any) -> RelayProducer
         "max.in.flight.requests.per.connection": 1,
         "linger.ms": 1,  # the relay hands over whole batches: a batch leaves as it is queued
         "message.timeout.ms": 15000,
+        "delivery.report.only.error": True,  # a report (a Python call) only for a record that failed
         "client.id": "depot-outbox-relay",
     }
     config.update(overrides)

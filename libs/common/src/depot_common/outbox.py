@@ -2,11 +2,14 @@
 
 ``enqueue`` inserts an event into ``<schema>.outbox`` on the caller's connection, inside
 the caller's transaction, and notifies the relay (PostgreSQL delivers the notification at
-commit). :class:`OutboxRelay` publishes unpublished rows in id order with ``acks="all"``
-and marks them published only after every ack: a crash in between re-sends, which the
-idempotent consumers absorb. While Kafka acks one batch, the relay marks the one before
-and reads the next. One relay per schema is active at a time (advisory lock on a
-dedicated connection); the others wait as standbys and take over when it goes away.
+commit). :class:`OutboxRelay` publishes the rows in id order with ``acks="all"`` and
+deletes them only after every ack (a published event is no longer in the table; Kafka has
+it): a crash in between re-sends, which the idempotent consumers absorb. Deleting costs
+PostgreSQL a third of an ``UPDATE`` (which writes a new row version and index entries), so
+``published_at`` stays NULL (the column predates this; readers count ``published_at IS
+NULL``). While Kafka acks one batch, the relay deletes the one before and reads the next.
+One relay per schema is active at a time (advisory lock on a dedicated connection); the
+others wait as standbys and take over when it goes away.
 
 The table each owner creates in its own schema is :func:`outbox_ddl`.
 """
@@ -111,7 +114,6 @@ class OutboxRelay:
         producer: RelayProducer,
         batch_size: int = 500,
         poll_interval: float = 1.0,
-        retention_seconds: int = 3600,
         crash_points: CrashPoints | None = None,
     ) -> None:
         self._crash = crash_points or CrashPoints()
@@ -120,7 +122,6 @@ class OutboxRelay:
         self._producer = producer
         self._batch_size = batch_size
         self._poll = poll_interval
-        self._retention = retention_seconds
         self._wake = asyncio.Event()
         self.active = asyncio.Event()
         """Set while this relay holds the lock and publishes."""
@@ -154,11 +155,9 @@ class OutboxRelay:
                 await asyncio.shield(conn.close(timeout=2))
 
     async def _pump(self, conn: asyncpg.Connection) -> None:
-        """Publish batch after batch, one in flight: while Kafka acks batch k, mark batch k-1 (acked) and read
+        """Publish batch after batch, one in flight: while Kafka acks batch k, delete batch k-1 (acked) and read
         batch k+1; batch k+1 is sent once batch k is acked, so a failed batch is re-sent before anything after it."""
         sending: _Sending | None = None
-        last_cleanup = 0.0
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 self._wake.clear()
@@ -176,9 +175,6 @@ class OutboxRelay:
                     await self._mark_published(conn, acked.ids)
                     PUBLISHED.labels(self.schema).inc(len(acked.ids))
                     log.debug("outbox.published", schema=self.schema, count=len(acked.ids))
-                if loop.time() - last_cleanup > 60:
-                    await self.purge_published(conn)
-                    last_cleanup = loop.time()
                 if sending is None:
                     count, age = await backlog(conn, self.schema)
                     BACKLOG.labels(self.schema).set(count)
@@ -193,7 +189,7 @@ class OutboxRelay:
 
     async def _fetch(self, conn: asyncpg.Connection, *, exclude: list[int]) -> list[asyncpg.Record]:
         """The next unpublished batch in id order, but for ``exclude`` (the batch in flight: sent, not yet
-        marked)."""
+        deleted)."""
         return await conn.fetch(
             f"SELECT id, topic, key, value::text AS value, headers FROM {self.schema}.outbox"
             " WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
@@ -236,13 +232,5 @@ class OutboxRelay:
         return True
 
     async def _mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
-        """Mark acknowledged rows; dying before this re-sends them (consumers are idempotent)."""
-        await conn.execute(f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
-
-    async def purge_published(self, conn: asyncpg.Connection) -> None:
-        """Delete rows published longer ago than the retention, so the table never grows without bound."""
-        deleted = await conn.execute(
-            f"DELETE FROM {self.schema}.outbox WHERE published_at < now() - make_interval(secs => $1)",
-            float(self._retention),
-        )
-        log.debug("outbox.retention", schema=self.schema, result=deleted)
+        """Delete acknowledged rows; dying before this re-sends them (consumers are idempotent)."""
+        await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])", ids)

@@ -35,7 +35,6 @@ async def run_outbox_relay(
         producer=producer,
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_interval,
-        retention_seconds=settings.outbox_retention,
         crash_points=CrashPoints(settings.crash_at),
     )
     try:

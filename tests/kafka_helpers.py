@@ -44,5 +44,21 @@ def event_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
     return value
 
 
+async def published_events(
+    bootstrap: str, topic: str, subject: str, *, event_type: str | None = None, timeout: float = 15
+) -> list[dict[str, Any]]:
+    """The events about ``subject`` (of ``event_type``) on ``topic``, once one is there: what a relay published
+    from an outbox (it deletes a row once Kafka acked it, so the outbox no longer holds it)."""
+
+    def about(record: ConsumerRecord[bytes, bytes]) -> bool:
+        event = event_of(record)
+        return event.get("subject") == subject and event_type in (None, event.get("type"))
+
+    records = await read_until(bootstrap, topic, lambda rs: any(about(r) for r in rs), timeout=timeout)
+    events = [event_of(r) for r in records if about(r)]
+    assert events, f"no {event_type or 'event'} about {subject} on {topic} within {timeout} s"
+    return events
+
+
 def with_subject(subject: str) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
     return lambda records: any(event_of(r).get("subject") == subject for r in records)

@@ -11,7 +11,7 @@ import pytest
 
 from depot_common.consumer import EventConsumer
 from depot_common.db import create_pool, migrate
-from depot_common.kafka import make_producer
+from depot_common.kafka import make_relay_producer
 from depot_common.outbox import OutboxRelay
 from depot_common.s3 import s3_client
 from depot_devstack import servers
@@ -57,7 +57,7 @@ async def s3(upload_settings: UploadSettings) -> AsyncIterator[Any]:
 @pytest.fixture(scope="session")
 async def relay(upload_api: str, upload_settings: UploadSettings) -> AsyncIterator[OutboxRelay]:
     """The upload outbox relay, publishing for the whole session."""
-    producer = make_producer(upload_settings.kafka_servers)
+    producer = make_relay_producer(upload_settings.kafka_servers)
     await producer.start()
     outbox_relay = OutboxRelay(dsn=upload_settings.database_url, schema="upload", producer=producer, poll_interval=0.2)
     async with background(outbox_relay.run()):
@@ -81,7 +81,7 @@ async def indexer(relay: OutboxRelay, indexer_settings: IndexerSettings) -> Asyn
 @pytest.fixture(scope="session")
 async def index_relay(indexer: EventConsumer, indexer_settings: IndexerSettings) -> AsyncIterator[OutboxRelay]:
     """The indexer's outbox relay (schema ``search`` → depot.index.v1), publishing for the whole session."""
-    producer = make_producer(indexer_settings.kafka_servers)
+    producer = make_relay_producer(indexer_settings.kafka_servers)
     await producer.start()
     outbox_relay = OutboxRelay(
         dsn=indexer_settings.database_url, schema=SEARCH_SCHEMA, producer=producer, poll_interval=0.2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,9 +18,11 @@ from pydantic import BaseModel
 
 from depot_common import tracing
 from depot_common.consumer import EventConsumer, dlq_topic, inbox_ddl
+from depot_common.db import Connection
 from depot_common.errors import BadRequest, Unavailable
 from depot_common.events import CloudEvent, encode
 from depot_common.kafka import ensure_topics, make_consumer, make_producer
+from depot_common.staged import Queryable, Staged
 from tests.conftest import background
 from tests.kafka_helpers import read_until
 
@@ -217,3 +221,80 @@ async def test_types_owned_by_another_consumer_are_skipped(
     await send(scratch, encode(note("ours")))
     assert await wait_for_effects(pg_pool, scratch.schema, ["ours"]) == ["ours"]
     assert await read_until(kafka_bootstrap, dlq_topic(scratch.topic, scratch.group), lambda rs: False, timeout=1) == []
+
+
+async def _consume_published(
+    scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str, texts: list[str], handler: Any
+) -> AsyncIterator[EventConsumer]:
+    """Publish a note per text (one partition, all before the consumer starts, so one fetch hands them to the
+    worker together), then run an EventConsumer with ``handler`` over them."""
+    futures = [await scratch.producer.send(scratch.topic, value=encode(note(text)), key=b"k") for text in texts]
+    await asyncio.gather(*futures)
+    consumer = make_consumer([kafka_bootstrap], scratch.topic, group_id=scratch.group, session_timeout_ms=2000)
+    await consumer.start()
+    event_consumer = EventConsumer(
+        consumer=consumer,
+        producer=scratch.producer,
+        pool=pg_pool,
+        schema=scratch.schema,
+        group=scratch.group,
+        handlers={"test.note": (Note, handler)},
+        max_attempts=2,
+        backoff_base=0.01,
+    )
+    try:
+        async with background(event_consumer.run()):
+            yield event_consumer
+    finally:
+        await consumer.stop()
+
+
+async def test_consecutive_records_of_a_partition_share_one_transaction(
+    scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """Records fetched together are applied in one transaction (one txid), each once, in their order; a Staged
+    handler's reads run before it, on the pool."""
+    reads: list[tuple[str, bool]] = []
+
+    async def read(db: Queryable, event: CloudEvent[Any]) -> str:
+        reads.append((event.data.text, db is pg_pool))  # the pool: no connection (nor transaction) held
+        return str(event.data.text).upper()
+
+    async def apply(conn: Connection, event: CloudEvent[Any], found: str) -> None:
+        await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1 || ' ' || txid_current())", found)
+
+    texts = [f"n{number}" for number in range(6)]
+    async with contextlib.asynccontextmanager(_consume_published)(
+        scratch, pg_pool, kafka_bootstrap, texts, Staged(read, apply)
+    ):
+        for _ in range(100):
+            if len(found := await effects(pg_pool, scratch.schema)) == len(texts):
+                break
+            await asyncio.sleep(0.1)
+    assert [text.split()[0] for text in found] == [text.upper() for text in texts]
+    assert len({text.split()[1] for text in found}) == 1, "one transaction"
+    assert sorted(reads) == [(text, True) for text in texts], "each read once, on the pool"
+
+
+async def test_a_failing_event_in_a_batch_takes_no_other_event_to_the_dlq(
+    scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """One event of a batch always failing: the batch rolls back, its records are retried one at a time; the
+    others are applied once each, only the failing one is dead-lettered."""
+    calls: list[str] = []
+
+    async def record(conn: asyncpg.Connection, event: CloudEvent[Any]) -> None:
+        calls.append(event.data.text)
+        if event.data.text == "bad":
+            raise Unavailable("always down")
+        await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1)", event.data.text)
+
+    texts = ["a", "b", "bad", "c", "d"]
+    async with contextlib.asynccontextmanager(_consume_published)(scratch, pg_pool, kafka_bootstrap, texts, record):
+        found = await wait_for_effects(pg_pool, scratch.schema, ["a", "b", "c", "d"])
+        dead = await read_until(kafka_bootstrap, dlq_topic(scratch.topic, scratch.group), lambda rs: len(rs) >= 1)
+    assert found == ["a", "b", "c", "d"]
+    assert [json.loads(record.value)["data"]["text"] for record in dead] == ["bad"]
+    assert dict(dead[0].headers)["x-attempts"] == b"2"
+    assert calls[:3] == ["a", "b", "bad"], "tried together first"
+    assert calls.count("a") == 2, "then one at a time after the rollback"

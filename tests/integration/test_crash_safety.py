@@ -21,12 +21,15 @@ import asyncpg
 import httpx
 import pytest
 
+from depot_common.events import DOCUMENTS_TOPIC
 from depot_common.faults import CRASH_EXIT_CODE
 from depot_common.lifecycle import background_task
+from depot_common.outbox import OutboxRelay
 from depot_reconciler import cli
 from depot_reconciler.bootstrap import run_relay as reconciler_relay
 from depot_upload.settings import UploadSettings
 from tests.crash_recovery import TTL, CrashWorld, crash_world, reconcile, recover
+from tests.kafka_helpers import published_events
 from tests.processes import api_process, crashing_apis
 
 Auth = Callable[..., dict[str, str]]
@@ -90,6 +93,8 @@ async def test_a_crash_after_the_final_transaction_loses_nothing(
     auth: Auth,
     tmp_path: Path,
     http: httpx.AsyncClient,
+    relay: OutboxRelay,
+    kafka_bootstrap: str,
 ) -> None:
     """Killed after `stored` commits but before answering: the row is stored with its exact bytes and its event,
     and the client's retry with the same Idempotency-Key gets the 201 it missed."""
@@ -104,7 +109,8 @@ async def test_a_crash_after_the_final_transaction_loses_nothing(
     assert row["status"] == "stored"
     assert row["sha256"] == hashlib.sha256(data).hexdigest()
     assert await object_of(s3, upload_settings.s3_bucket, row["object_key"]) == data
-    assert await pg_pool.fetchval("SELECT count(*) FROM upload.outbox WHERE key = $1", str(row["id"])) == 1
+    [event] = await published_events(kafka_bootstrap, DOCUMENTS_TOPIC, str(row["id"]))  # the relay publishes it
+    assert event["type"] == "document.stored"
     retry = await http.post(f"{upload_api}/v1/documents", headers=headers, files={"file": ("crash.txt", data)})
     assert retry.status_code == 201
     assert retry.json()["id"] == str(row["id"])

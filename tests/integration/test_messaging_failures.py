@@ -28,7 +28,7 @@ from prometheus_client import REGISTRY
 from depot_common.consumer import EventConsumer
 from depot_common.db import migrate
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentStored, encode
-from depot_common.kafka import ensure_topics, make_consumer, make_producer
+from depot_common.kafka import ensure_topics, make_consumer, make_producer, make_relay_producer
 from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
 from depot_devstack import servers
 from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS
@@ -93,7 +93,7 @@ async def test_relay_killed_between_ack_and_mark_resends_and_the_index_is_unchan
     async with pg_pool.acquire() as conn, conn.transaction():
         for n, document_id in enumerate(documents):
             await enqueue(conn, schema, topic=topic, key=str(document_id), event=stored_event(document_id, n))
-    producer = make_producer(upload_settings.kafka_servers)
+    producer = make_relay_producer(upload_settings.kafka_servers)
     await producer.start()
     try:
         with pytest.raises(SystemExit):
@@ -162,7 +162,9 @@ async def test_events_written_while_the_broker_is_unreachable_flow_after_it_retu
     proxy = TcpProxy(servers.free_port(), servers.free_port())
     broker, bootstrap = servers.start_tansu(tmp_path, proxy.target_port, advertised_port=proxy.listen_port)
     await proxy.start()
-    producer = make_producer([bootstrap], request_timeout_ms=3000, retry_backoff_ms=200, metadata_max_age_ms=1000)
+    producer = make_relay_producer(
+        [bootstrap], **{"message.timeout.ms": 3000, "retry.backoff.ms": 200, "topic.metadata.refresh.interval.ms": 1000}
+    )
     relay = OutboxRelay(dsn=upload_settings.database_url, schema=schema, producer=producer, poll_interval=0.2)
     keys = ["a", "b", "c"]
     try:

@@ -18,7 +18,10 @@ import pytest
 import structlog.testing
 from botocore.exceptions import ClientError
 
+from depot_common.events import DOCUMENTS_TOPIC
+from depot_common.outbox import OutboxRelay
 from depot_upload.settings import UploadSettings
+from tests.kafka_helpers import published_events
 from tests.sigv4 import signature_matches, signed_headers
 from tests.upload_helpers import (
     MIB,
@@ -180,16 +183,16 @@ async def test_multipart_upload_is_assembled_verified_and_stored(
 
 
 async def test_completed_upload_writes_a_document_stored_outbox_event(
-    http: httpx.AsyncClient, upload_api: str, auth: Auth, pg_pool: asyncpg.Pool
+    http: httpx.AsyncClient, upload_api: str, auth: Auth, relay: OutboxRelay, kafka_bootstrap: str
 ) -> None:
-    """Completing an upload commits a document.stored event for it in the outbox."""
+    """Completing an upload commits a document.stored event for it in the outbox (which the relay publishes)."""
     data = os.urandom(1000)
     upload = (await start(http, upload_api, auth("alice"), data, filename="e.bin")).json()
     await put_parts(http, upload, data)
     assert (await complete(http, upload_api, auth("alice"), upload["upload_id"])).status_code == 200
-    events = await pg_pool.fetch("SELECT value FROM upload.outbox WHERE key = $1", upload["upload_id"])
-    assert [event["value"]["type"] for event in events] == ["document.stored"]
-    data_ = events[0]["value"]["data"]
+    events = await published_events(kafka_bootstrap, DOCUMENTS_TOPIC, upload["upload_id"])
+    assert [event["type"] for event in events] == ["document.stored"]
+    data_ = events[0]["data"]
     assert data_["document_id"] == upload["upload_id"]
     assert data_["object_key"] == f"documents/{upload['upload_id']}"
     assert (data_["size_bytes"], data_["sha256"], data_["version"]) == (len(data), sha256(data), 2)
@@ -474,6 +477,8 @@ async def test_delete_aborts_the_multipart_upload_and_fails_the_row(
     s3: Any,
     upload_settings: UploadSettings,
     pg_pool: asyncpg.Pool,
+    relay: OutboxRelay,
+    kafka_bootstrap: str,
 ) -> None:
     """DELETE is 204: the row is failed (with a document.failed event) and S3 holds no multipart upload for the key."""
     data = os.urandom(6 * MIB)
@@ -487,7 +492,7 @@ async def test_delete_aborts_the_multipart_upload_and_fails_the_row(
     assert await statuses(pg_pool, upload["upload_id"]) == ("failed", "failed", "aborted")
     assert await open_multipart_uploads(s3, upload_settings.s3_bucket, key) == []
     assert not await object_exists(s3, upload_settings.s3_bucket, key)
-    event = await pg_pool.fetchval("SELECT value FROM upload.outbox WHERE key = $1", upload["upload_id"])
+    [event] = await published_events(kafka_bootstrap, DOCUMENTS_TOPIC, upload["upload_id"])
     assert (event["type"], event["data"]["reason"]) == ("document.failed", "upload_aborted")
     again = await http.delete(f"{upload_api}/v1/uploads/{upload['upload_id']}", headers=auth("alice"))
     assert again.status_code == 204

@@ -12,6 +12,8 @@ import obstore
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, TopicAuthorizationFailedError
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from confluent_kafka import KafkaError as LibrdkafkaError
+from confluent_kafka import KafkaException
 
 from depot_common.errors import BadRequest, DependencyUnavailable, Unavailable
 from depot_common.outages import dependency_unavailable
@@ -47,6 +49,9 @@ def wrapped(cause: BaseException) -> Unavailable:
         (KafkaConnectionError("no broker"), "kafka"),
         (KafkaTimeoutError(), "kafka"),
         (RequestTimedOutError(), "kafka"),
+        (KafkaException(LibrdkafkaError(LibrdkafkaError._MSG_TIMED_OUT)), "kafka"),  # the relay's producer
+        (KafkaException(LibrdkafkaError(LibrdkafkaError._ALL_BROKERS_DOWN)), "kafka"),
+        (KafkaException(LibrdkafkaError(LibrdkafkaError._TRANSPORT)), "kafka"),
         (DependencyUnavailable("s3"), "s3"),
     ],
 )
@@ -72,6 +77,8 @@ def test_outages_name_their_dependency(error: BaseException, dependency: str) ->
         s3_error(403, "AccessDenied"),
         wrapped(s3_error(400, "InvalidArgument")),
         TopicAuthorizationFailedError(),
+        KafkaException(LibrdkafkaError(LibrdkafkaError.TOPIC_AUTHORIZATION_FAILED)),
+        KafkaException(LibrdkafkaError(LibrdkafkaError.MSG_SIZE_TOO_LARGE)),
         BadRequest("never acceptable"),
         Unavailable("always down"),
         ValueError("a bug"),

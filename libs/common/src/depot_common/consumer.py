@@ -8,9 +8,9 @@ Each message is handled in a PostgreSQL transaction that also records the event 
 only after that transaction committed. Consecutive records of one partition share one
 transaction (up to :data:`BATCH_MAX`): the inbox rows of all in one statement, then each new
 event's handler in order; a :class:`~depot_common.staged.Staged` handler's read (an S3
-download) runs before that transaction opens. When anything in a batch fails, it rolls back
-whole and its records are handled one at a time as below, so a bad event never takes good
-ones to the DLQ.
+download) runs before that transaction opens, those of a batch a few at a time. When
+anything in a batch fails, it rolls back whole and its records are handled one at a time as
+below, so a bad event never takes good ones to the DLQ.
 
 Two kinds of failure, told apart by :func:`depot_common.outages.dependency_unavailable`:
 
@@ -72,6 +72,8 @@ DEPENDENCIES: tuple[Dependency, ...] = ("postgresql", "s3", "kafka")
 
 #: At most this many records of one partition share a transaction.
 BATCH_MAX = 32
+#: At most this many :class:`~depot_common.staged.Staged` reads of one batch run at once.
+READ_CONCURRENCY = 4
 
 
 class PermanentError(Exception):
@@ -416,18 +418,17 @@ class EventConsumer:
             await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _apply(self, event: CloudEvent[Any], handler: Handler) -> bool:
-        async with self._pool.acquire() as conn:
-            found = await handler.read(conn, event) if isinstance(handler, Staged) else None
-            async with conn.transaction():
-                fresh = await conn.fetchval(
-                    f"INSERT INTO {self._schema}.processed_events (event_id) VALUES ($1)"
-                    " ON CONFLICT DO NOTHING RETURNING true",
-                    event.id,
-                )
-                if not fresh:
-                    return False
-                await (handler.apply(conn, event, found) if isinstance(handler, Staged) else handler(conn, event))
-                return True
+        found = await handler.read(self._pool, event) if isinstance(handler, Staged) else None
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh = await conn.fetchval(
+                f"INSERT INTO {self._schema}.processed_events (event_id) VALUES ($1)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                event.id,
+            )
+            if not fresh:
+                return False
+            await (handler.apply(conn, event, found) if isinstance(handler, Staged) else handler(conn, event))
+            return True
 
     async def _apply_batch(self, partition: TopicPartition, batch: list[_Inbound]) -> bool:
         """Apply ``batch`` (decoded records of one partition, in order) in one transaction: each event's
@@ -454,11 +455,17 @@ class EventConsumer:
     async def _apply_all(self, batch: list[_Inbound], spans: list[Span]) -> list[bool]:
         events = [item.event for item in batch if item.event is not None]
         handlers = [item.handler for item in batch if item.handler is not None]
-        async with self._pool.acquire() as conn:
-            found: list[Any] = []
-            for event, handler, item, span in zip(events, handlers, batch, spans, strict=True):
+        reading = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def read(item: _Inbound, event: CloudEvent[Any], handler: Handler, span: Span) -> Any:
+            if not isinstance(handler, Staged):
+                return None
+            async with reading:
                 with tracing.within(span), self._bound(item):
-                    found.append(await handler.read(conn, event) if isinstance(handler, Staged) else None)
+                    return await handler.read(self._pool, event)
+
+        found = await asyncio.gather(*map(read, batch, events, handlers, spans))
+        async with self._pool.acquire() as conn:
             with tracing.within(spans[0]):
                 async with conn.transaction():
                     rows = await conn.fetch(

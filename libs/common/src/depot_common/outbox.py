@@ -2,10 +2,14 @@
 
 ``enqueue`` inserts an event into ``<schema>.outbox`` on the caller's connection, inside
 the caller's transaction, and notifies the relay (PostgreSQL delivers the notification at
-commit). :class:`OutboxRelay` publishes unpublished rows in id order with ``acks="all"``
-and marks them published only after every ack: a crash in between re-sends, which the
-idempotent consumers absorb. One relay per schema is active at a time (advisory lock on a
-dedicated connection); the others wait as standbys and take over when it goes away.
+commit). :class:`OutboxRelay` publishes the rows in id order with ``acks="all"`` and
+deletes them only after every ack (a published event is no longer in the table; Kafka has
+it): a crash in between re-sends, which the idempotent consumers absorb. Deleting costs
+PostgreSQL a third of an ``UPDATE`` (which writes a new row version and index entries), so
+``published_at`` stays NULL (the column predates this; readers count ``published_at IS
+NULL``). While Kafka acks one batch, the relay deletes the one before and reads the next.
+One relay per schema is active at a time (advisory lock on a dedicated connection); the
+others wait as standbys and take over when it goes away.
 
 The table each owner creates in its own schema is :func:`outbox_ddl`.
 """
@@ -14,18 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import Span, StatusCode
 from prometheus_client import Counter, Gauge
 
 from depot_common import tracing
 from depot_common.db import Connection, advisory_key, identifier, init_connection
 from depot_common.events.envelope import CONTENT_TYPE, CloudEvent
 from depot_common.faults import CrashPoints
+from depot_common.kafka import Headers, Record, RelayProducer
 
 log = structlog.get_logger(__name__)
 
@@ -83,10 +88,19 @@ async def backlog(conn: Connection, schema: str) -> tuple[int, float]:
     return int(row["n"]), float(row["age"])
 
 
-def _kafka_headers(stored: dict[str, Any], traceparent: str | None) -> list[tuple[str, bytes]]:
+def _kafka_headers(stored: dict[str, Any], traceparent: str | None) -> Headers:
     """The stored headers, the ``traceparent`` naming the relay's publish span (the stored one when not traced)."""
     headers = {**stored, "traceparent": traceparent} if traceparent else stored
     return [(name, str(value).encode()) for name, value in headers.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sending:
+    """A batch handed to the producer: its row ids, publish spans, and the acks to wait for."""
+
+    ids: list[int]
+    spans: list[Span]
+    delivery: asyncio.Future[None]
 
 
 class OutboxRelay:
@@ -97,10 +111,9 @@ class OutboxRelay:
         *,
         dsn: str,
         schema: str,
-        producer: AIOKafkaProducer,
+        producer: RelayProducer,
         batch_size: int = 500,
         poll_interval: float = 1.0,
-        retention_seconds: int = 3600,
         crash_points: CrashPoints | None = None,
     ) -> None:
         self._crash = crash_points or CrashPoints()
@@ -109,7 +122,6 @@ class OutboxRelay:
         self._producer = producer
         self._batch_size = batch_size
         self._poll = poll_interval
-        self._retention = retention_seconds
         self._wake = asyncio.Event()
         self.active = asyncio.Event()
         """Set while this relay holds the lock and publishes."""
@@ -143,67 +155,82 @@ class OutboxRelay:
                 await asyncio.shield(conn.close(timeout=2))
 
     async def _pump(self, conn: asyncpg.Connection) -> None:
-        last_cleanup = 0.0
-        loop = asyncio.get_running_loop()
-        while True:
-            self._wake.clear()
-            published = await self.publish_batch(conn)
-            if loop.time() - last_cleanup > 60:
-                await self.purge_published(conn)
-                last_cleanup = loop.time()
-            if published < self._batch_size:
-                count, age = await backlog(conn, self.schema)
-                BACKLOG.labels(self.schema).set(count)
-                OLDEST.labels(self.schema).set(age)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
-
-    async def publish_batch(self, conn: asyncpg.Connection) -> int:
-        """Send one batch in id order, wait for every ack, then mark it published."""
-        rows = await conn.fetch(
-            f"SELECT id, topic, key, value::text AS value, headers FROM {self.schema}.outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT $1",
-            self._batch_size,
-        )
-        if not rows:
-            return 0
-        spans = [tracing.start_publish(row["topic"], row["key"], row["headers"].get("traceparent")) for row in rows]
+        """Publish batch after batch, one in flight: while Kafka acks batch k, delete batch k-1 (acked) and read
+        batch k+1; batch k+1 is sent once batch k is acked, so a failed batch is re-sent before anything after it."""
+        sending: _Sending | None = None
         try:
-            futures = [
-                await self._producer.send(
-                    row["topic"],
-                    value=row["value"].encode(),  # the stored JSON text, sent as is
-                    key=row["key"].encode(),
-                    headers=_kafka_headers(row["headers"], tracing.traceparent_of(span)),
-                )
+            while True:
+                self._wake.clear()
+                rows = await self._fetch(conn, exclude=sending.ids if sending else [])
+                acked: _Sending | None = None
+                if sending is not None:
+                    acked, sending = sending, None
+                    if not await self._acked(acked):  # broker outage: rows stay unpublished and are retried
+                        await asyncio.sleep(self._poll)
+                        continue
+                    self._crash.reached("after_send", schema=self.schema, batch=len(acked.ids))
+                if rows:
+                    sending = self._send(rows)
+                if acked is not None:
+                    await self._mark_published(conn, acked.ids)
+                    PUBLISHED.labels(self.schema).inc(len(acked.ids))
+                    log.debug("outbox.published", schema=self.schema, count=len(acked.ids))
+                if sending is None:
+                    count, age = await backlog(conn, self.schema)
+                    BACKLOG.labels(self.schema).set(count)
+                    OLDEST.labels(self.schema).set(age)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll)
+        finally:
+            if sending is not None:  # its rows stay unpublished: whoever holds the lock next re-sends them
+                sending.delivery.cancel()
+                for span in sending.spans:
+                    span.end()
+
+    async def _fetch(self, conn: asyncpg.Connection, *, exclude: list[int]) -> list[asyncpg.Record]:
+        """The next unpublished batch in id order, but for ``exclude`` (the batch in flight: sent, not yet
+        deleted)."""
+        return await conn.fetch(
+            f"SELECT id, topic, key, value::text AS value, headers FROM {self.schema}.outbox"
+            " WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
+            self._batch_size,
+            exclude,
+        )
+
+    def _send(self, rows: list[asyncpg.Record]) -> _Sending:
+        """Hand ``rows`` to the producer, each in a publish span (when tracing is on) whose traceparent it carries."""
+        if tracing.enabled():
+            spans = [tracing.start_publish(row["topic"], row["key"], row["headers"].get("traceparent")) for row in rows]
+            headers = [
+                _kafka_headers(row["headers"], tracing.traceparent_of(span))
                 for row, span in zip(rows, spans, strict=True)
             ]
-            await asyncio.gather(*futures)
-        except Exception as error:  # broker outage: rows stay unpublished and are retried
-            for span in spans:
+        else:  # no-op spans would carry the stored traceparent unchanged: skip making them
+            spans = []
+            headers = [_kafka_headers(row["headers"], None) for row in rows]
+        records = [
+            Record(row["topic"], row["key"].encode(), row["value"].encode(), row_headers)  # value: the stored JSON text
+            for row, row_headers in zip(rows, headers, strict=True)
+        ]
+        delivery = asyncio.ensure_future(self._producer.send(records))
+        return _Sending([row["id"] for row in rows], spans, delivery)
+
+    async def _acked(self, sending: _Sending) -> bool:
+        """Wait until every record of ``sending`` is acknowledged (True) or one failed (False: logged, counted)."""
+        try:
+            await sending.delivery
+        except Exception as error:
+            for span in sending.spans:
                 span.record_exception(error)
                 span.set_status(StatusCode.ERROR, type(error).__name__)
                 span.end()
             ERRORS.labels(self.schema).inc()
-            log.warning("outbox.publish.failed", schema=self.schema, batch=len(rows), error=repr(error))
-            await asyncio.sleep(self._poll)
-            return 0
-        for span in spans:
+            log.warning("outbox.publish.failed", schema=self.schema, batch=len(sending.ids), error=repr(error))
+            return False
+        for span in sending.spans:
             span.end()
-        self._crash.reached("after_send", schema=self.schema, batch=len(rows))
-        await self._mark_published(conn, [row["id"] for row in rows])
-        PUBLISHED.labels(self.schema).inc(len(rows))
-        log.debug("outbox.published", schema=self.schema, count=len(rows))
-        return len(rows)
+        return True
 
     async def _mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
-        """Mark acknowledged rows; dying before this re-sends them (consumers are idempotent)."""
-        await conn.execute(f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
-
-    async def purge_published(self, conn: asyncpg.Connection) -> None:
-        """Delete rows published longer ago than the retention, so the table never grows without bound."""
-        deleted = await conn.execute(
-            f"DELETE FROM {self.schema}.outbox WHERE published_at < now() - make_interval(secs => $1)",
-            float(self._retention),
-        )
-        log.debug("outbox.retention", schema=self.schema, result=deleted)
+        """Delete acknowledged rows; dying before this re-sends them (consumers are idempotent)."""
+        await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])", ids)

@@ -27,7 +27,7 @@ async def run_outbox_relay(
     finally:
         await pool.close()
     await kafka.ensure_topics(settings.kafka_servers, {topic: partitions})
-    producer = kafka.make_producer(settings.kafka_servers, linger_ms=0)  # the relay sends whole batches itself
+    producer = kafka.make_relay_producer(settings.kafka_servers)
     await producer.start()
     relay = OutboxRelay(
         dsn=settings.database_url,
@@ -35,7 +35,6 @@ async def run_outbox_relay(
         producer=producer,
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_interval,
-        retention_seconds=settings.outbox_retention,
         crash_points=CrashPoints(settings.crash_at),
     )
     try:

@@ -48,7 +48,6 @@ class DepotSettings(BaseSettings):
     # the outbox relay of the services that own an outbox (upload-api, reconciler)
     relay_batch_size: int = Field(default=500, gt=0)
     relay_poll_interval: int = Field(default=1, gt=0, description="seconds between outbox polls")
-    outbox_retention: int = Field(default=3600, ge=0, description="seconds published events are kept")
     ops_port: int = Field(default=0, ge=0, lt=65536, description="worker processes: /healthz, /readyz, /metrics")
     replica_id: str = Field(
         default="",

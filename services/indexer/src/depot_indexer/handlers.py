@@ -34,7 +34,7 @@ from depot_common.events import (
     type_of,
 )
 from depot_common.outbox import enqueue
-from depot_common.staged import Staged
+from depot_common.staged import Queryable, Staged
 from depot_indexer import repository
 from depot_indexer.domain import IndexEntry
 from depot_indexer.extraction import ExtractionError, Kind, extract_text, kind_of
@@ -73,10 +73,10 @@ def build_handlers(
     are written in it.
     """
 
-    async def read(conn: Connection, data: DocumentStored) -> Read:
+    async def read(db: Queryable, data: DocumentStored) -> Read:
         """Outside the transaction: the document's text, unless the index already holds this or a newer version
         (then nothing is downloaded: versions in the index only grow, so the event stays stale)."""
-        known = await repository.version_of(conn, data.document_id)
+        known = await repository.version_of(db, data.document_id)
         if known is not None and known >= data.version:
             return Read(stale_behind=known)
         try:
@@ -113,8 +113,8 @@ def build_handlers(
         else:
             log.info("index.stale_event", document_id=str(data.document_id), version=data.version)
 
-    async def read_stored(conn: Connection, event: CloudEvent[Any]) -> Read:
-        return await read(conn, event.data)
+    async def read_stored(db: Queryable, event: CloudEvent[Any]) -> Read:
+        return await read(db, event.data)
 
     async def apply_stored(conn: Connection, event: CloudEvent[Any], found: Read) -> None:
         await apply(conn, event.data, found)

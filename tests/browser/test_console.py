@@ -300,11 +300,11 @@ def s3_client(stack: Stack):  # type: ignore[no-untyped-def]
     )
 
 
-def api_upload(stack: Stack, who: str, name: str, data: bytes) -> str:
+def api_upload(stack: Stack, who: str, name: str, data: bytes, content_type: str = "text/plain") -> str:
     """A document stored through the API, with no console watching; its id."""
     with httpx.Client(timeout=30) as http:
         created = http.post(
-            f"{stack.api}/v1/documents", headers=stack.auth(who), files={"file": (name, data, "text/plain")}
+            f"{stack.api}/v1/documents", headers=stack.auth(who), files={"file": (name, data, content_type)}
         )
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
@@ -425,13 +425,16 @@ async def test_walkthrough_five_files_dropped_at_once_reach_indexed_and_operatio
 
 async def test_after_a_reload_documents_indexed_unseen_show_indexed(console_stack: Stack, page: Page) -> None:
     """Documents indexed while no console watched (stored through the API) show indexed on sign-in and after a
-    reload, from the search API's index entries; a document still uploading shows uploading. Those the index does
-    not hold yet show stored and count as in flight in the status line."""
+    reload, from the search API's index entries, and one whose text could not be extracted says so; a document
+    still uploading shows uploading. Those the index does not hold yet show stored and count as in flight in the
+    status line."""
     who = owner("dora")
     word = f"heron{secrets.token_hex(3)}"
     ids = [
         api_upload(console_stack, who, f"{name}.txt", f"{name} about the {word}".encode()) for name in ("one", "two")
     ]
+    broken_pdf = f"{word}.pdf"  # findable by its filename only
+    api_upload(console_stack, who, broken_pdf, b"%PDF-1.7 not the bytes of a PDF", "application/pdf")
     with httpx.Client(timeout=30) as http:
         pending = http.post(
             f"{console_stack.api}/v1/uploads",
@@ -447,7 +450,7 @@ async def test_after_a_reload_documents_indexed_unseen_show_indexed(console_stac
                     f"{console_stack.search}/v1/search", params={"q": word}, headers=console_stack.auth(who)
                 ).json()["hits"]
             )
-            < 2
+            < 3
         ):
             assert time.monotonic() < deadline, "never indexed"
             time.sleep(0.2)
@@ -456,6 +459,9 @@ async def test_after_a_reload_documents_indexed_unseen_show_indexed(console_stac
         for name in ("one.txt", "two.txt"):
             await expect(documents(page).filter(has_text=name), attempt).to_contain_text("indexed")
         await expect(documents(page).filter(has_text="half.bin")).to_contain_text("uploading")
+        await expect(documents(page).filter(has_text=broken_pdf), attempt).to_contain_text(
+            "text not extracted: pdf_unreadable"
+        )
         await page.reload()
         await expect(page.get_by_text(f"Signed in as {who}")).to_be_visible()
     assert ids
@@ -467,8 +473,8 @@ async def test_after_a_reload_documents_indexed_unseen_show_indexed(console_stac
     await page.reload()
     for name in ("one.txt", "two.txt"):
         await expect(documents(page).filter(has_text=name)).to_contain_text("stored")
-    # the two stored documents and the pending upload are in flight
-    await expect(page.get_by_role("status").first).to_contain_text("3 of your documents in flight")
+    # the three stored documents and the pending upload are in flight
+    await expect(page.get_by_role("status").first).to_contain_text("4 of your documents in flight")
 
 
 async def test_without_webassembly_files_go_through_the_api_and_a_duplicate_is_still_named(

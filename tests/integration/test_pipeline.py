@@ -85,3 +85,29 @@ async def test_index_entries_say_which_of_the_owners_documents_are_indexed(
         f"{search_api}/v1/index/entries", params={"document_id": [unknown] * 101}, headers=auth("alice")
     )
     assert too_many.status_code == 422
+
+
+async def test_index_entries_say_why_a_document_is_findable_by_filename_only(
+    http: httpx.AsyncClient, upload_api: str, search_api: str, indexer: EventConsumer, auth: Auth
+) -> None:
+    """A PDF whose text cannot be extracted is indexed by filename: its entry carries document.index_failed's
+    reason (what the console shows after a reload); a text document's entry carries none."""
+    word = f"heron{secrets.token_hex(4)}"
+    broken = await http.post(
+        f"{upload_api}/v1/documents",
+        headers=auth("alice"),
+        files={"file": (f"{word}.pdf", b"%PDF-1.7 these are not the bytes of a PDF", "application/pdf")},
+    )
+    assert broken.status_code == 201, broken.text
+    text = await upload(http, upload_api, auth("alice"), f"a {word} stood in the reeds\n".encode())
+    assert text.status_code == 201, text.text
+    broken_id, text_id = broken.json()["id"], text.json()["id"]
+    await wait_searchable(http, search_api, auth("alice"), word, broken_id)
+    await wait_searchable(http, search_api, auth("alice"), word, text_id)
+    response = await http.get(
+        f"{search_api}/v1/index/entries", params={"document_id": [broken_id, text_id]}, headers=auth("alice")
+    )
+    assert response.status_code == 200, response.text
+    failures = {item["document_id"]: item["extraction_failure"] for item in response.json()["items"]}
+    assert failures[text_id] is None
+    assert str(failures[broken_id]).startswith("pdf_unreadable"), failures

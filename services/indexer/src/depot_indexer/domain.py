@@ -26,6 +26,8 @@ class IndexEntry:
     sha256: str
     version: int
     body: str
+    extraction_failure: str | None = None
+    """Why there is no text (the entry is findable by filename only); None when it was extracted."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class IndexedEntry:
     document_id: uuid.UUID
     version: int
     indexed_at: datetime
+    extraction_failure: str | None = None
 
 
 @dataclass(frozen=True)

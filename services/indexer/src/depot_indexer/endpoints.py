@@ -67,6 +67,10 @@ class IndexedOut(BaseModel):
     document_id: uuid.UUID
     version: int = Field(description="the document version the index holds")
     indexed_at: datetime
+    extraction_failure: str | None = Field(
+        description="why no text could be extracted (document.index_failed's reason): the document is findable by"
+        " filename only; null when its text is indexed"
+    )
 
 
 class IndexedPage(BaseModel):
@@ -89,5 +93,13 @@ async def index_entries(
     """Documents not listed are not (or no longer) indexed, or are not the caller's."""
     entries = await repository.indexed_entries(pool, owner_id=principal.owner_id, document_ids=document_id)
     return IndexedPage(
-        items=[IndexedOut(document_id=e.document_id, version=e.version, indexed_at=e.indexed_at) for e in entries]
+        items=[
+            IndexedOut(
+                document_id=e.document_id,
+                version=e.version,
+                indexed_at=e.indexed_at,
+                extraction_failure=e.extraction_failure,
+            )
+            for e in entries
+        ]
     )

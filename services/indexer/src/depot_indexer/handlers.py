@@ -104,6 +104,7 @@ def build_handlers(
             sha256=data.sha256,
             version=data.version,
             body=found.body,
+            extraction_failure=found.failure,
         )
         if await repository.upsert_entry(conn, entry):
             log.info(

@@ -32,13 +32,13 @@ _HEADLINE_OPTIONS = f'StartSel="{_START}", StopSel="{_STOP}", MaxWords=35, MinWo
 _UPSERT = """
 INSERT INTO search.index_entries AS e
     (document_id, owner_id, filename, content_type, size_bytes, sha256, version, status, body,
-     indexed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, 'indexed', $8, clock_timestamp())
+     extraction_failure, indexed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, 'indexed', $8, $9, clock_timestamp())
 ON CONFLICT (document_id) DO UPDATE SET
     owner_id = EXCLUDED.owner_id, filename = EXCLUDED.filename,
     content_type = EXCLUDED.content_type, size_bytes = EXCLUDED.size_bytes,
     sha256 = EXCLUDED.sha256, version = EXCLUDED.version, status = 'indexed',
-    body = EXCLUDED.body, indexed_at = EXCLUDED.indexed_at
+    body = EXCLUDED.body, extraction_failure = EXCLUDED.extraction_failure, indexed_at = EXCLUDED.indexed_at
 WHERE e.version < EXCLUDED.version
 RETURNING true
 """
@@ -52,7 +52,7 @@ INSERT INTO search.index_entries AS e (document_id, owner_id, version, status, i
 VALUES ($1, $2, $3, 'removed', clock_timestamp())
 ON CONFLICT (document_id) DO UPDATE SET
     version = EXCLUDED.version, status = 'removed', filename = NULL, content_type = NULL,
-    size_bytes = NULL, sha256 = NULL, body = NULL, indexed_at = EXCLUDED.indexed_at
+    size_bytes = NULL, sha256 = NULL, body = NULL, extraction_failure = NULL, indexed_at = EXCLUDED.indexed_at
 WHERE e.version <= EXCLUDED.version
 RETURNING true
 """
@@ -60,7 +60,7 @@ RETURNING true
 _REMOVE = """
 UPDATE search.index_entries SET
     status = 'removed', filename = NULL, content_type = NULL, size_bytes = NULL, sha256 = NULL,
-    body = NULL, indexed_at = clock_timestamp()
+    body = NULL, extraction_failure = NULL, indexed_at = clock_timestamp()
 WHERE document_id = $1 AND status = 'indexed'
 RETURNING true
 """
@@ -126,6 +126,7 @@ def _upsert_args(entry: IndexEntry, body: str) -> tuple[object, ...]:
         entry.sha256,
         entry.version,
         body,
+        entry.extraction_failure,
     )
 
 
@@ -172,13 +173,21 @@ async def search(conn: Executor, *, owner_id: str, query: str, limit: int, curso
 async def indexed_entries(conn: Executor, *, owner_id: str, document_ids: list[uuid.UUID]) -> list[IndexedEntry]:
     """Those of ``document_ids`` that ``owner_id``'s search index holds (tombstones and others' excluded)."""
     rows = await conn.fetch(
-        "SELECT document_id, version, indexed_at FROM search.index_entries"
+        "SELECT document_id, version, indexed_at, extraction_failure FROM search.index_entries"
         " WHERE document_id = ANY($1::uuid[]) AND owner_id = $2 AND status = 'indexed'"
         " ORDER BY document_id",
         document_ids,
         owner_id,
     )
-    return [IndexedEntry(document_id=r["document_id"], version=r["version"], indexed_at=r["indexed_at"]) for r in rows]
+    return [
+        IndexedEntry(
+            document_id=r["document_id"],
+            version=r["version"],
+            indexed_at=r["indexed_at"],
+            extraction_failure=r["extraction_failure"],
+        )
+        for r in rows
+    ]
 
 
 def _snippet(headline: str | None) -> str:

@@ -37,7 +37,10 @@ async function learnIndexed(docs) {
     } catch {
       return; // they stay "stored" until document.indexed arrives or the list is loaded again
     }
-    for (const entry of held) indexed.add(entry.document_id);
+    for (const entry of held) {
+      indexed.add(entry.document_id);
+      if (entry.extraction_failure) reasons.set(entry.document_id, `text not extracted: ${entry.extraction_failure}`);
+    }
     for (const id of batch) {
       if (indexed.has(id)) awaiting.delete(id);
       else if (!awaiting.has(id) && documents.get(id)?.status === "stored") {

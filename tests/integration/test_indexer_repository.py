@@ -117,6 +117,15 @@ async def test_search_is_owner_scoped(index_pool: asyncpg.Pool) -> None:
     assert await _ids(index_pool, bob, "secret") == {theirs.document_id}
 
 
+async def test_a_nul_in_the_query_separates_words_instead_of_failing(index_pool: asyncpg.Pool) -> None:
+    """PostgreSQL text cannot hold NUL (schemathesis sent one and got a 500): it is a word separator."""
+    owner = _owner()
+    entry = _entry(owner, body="an egret in the marsh")
+    assert await _upsert(index_pool, entry)
+    assert await _ids(index_pool, owner, "egret\x00marsh") == {entry.document_id}
+    assert await _ids(index_pool, owner, "\x00") == set()
+
+
 async def test_stems_and_filename_words_both_match(index_pool: asyncpg.Pool) -> None:
     """English stems match the body, and exact filename words match too."""
     owner = _owner()

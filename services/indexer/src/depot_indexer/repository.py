@@ -147,11 +147,13 @@ async def remove(conn: Executor, document_id: uuid.UUID) -> bool:
 
 
 async def search(conn: Executor, *, owner_id: str, query: str, limit: int, cursor: Cursor | None = None) -> SearchPage:
-    """One page of ``owner_id``'s indexed documents matching ``query``, best first."""
+    """One page of ``owner_id``'s indexed documents matching ``query``, best first.
+
+    A NUL character, which PostgreSQL text cannot hold, separates words like a space."""
     rows = await conn.fetch(
         _SEARCH,
         owner_id,
-        query,
+        query.replace("\x00", " "),
         cursor.score if cursor else None,
         cursor.document_id if cursor else None,
         limit + 1,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from benchmarks import indexer, memory, pipeline, reconcile, relay, report, restart, sse, tracing, upload
-from benchmarks.report import Result
+from benchmarks.report import Check, Result
 from benchmarks.stack import Stack, running_stack
 from depot_devstack.servers import StackError
 
@@ -56,7 +56,13 @@ def _run_all(stack: Stack, names: list[str], quick: bool, console: Console) -> l
     for name in names:
         started = time.monotonic()
         with console.status(f"benchmark {name}…"):
-            result = asyncio.run(BENCHMARKS[name](stack, quick=quick))
+            try:
+                result = asyncio.run(BENCHMARKS[name](stack, quick=quick))
+            except Exception as error:  # one broken benchmark must not lose the figures of the others
+                console.print_exception()
+                result = Result(name)
+                result.notes.append(f"FAILED: {error!r}")
+                result.checks.append(Check(f"{name} ran to the end", 0.0, 1.0))
         result.figures["duration_s"] = round(time.monotonic() - started, 1)
         console.log(f"{name}: done in {result.figures['duration_s']} s")
         results.append(result)
@@ -103,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     options = {"quick": args.quick, "only": names}
     path = report.write(args.results_dir, results, started=started_at, options=options, host=host)
     console.print(f"figures written to {path} and {args.results_dir / 'latest.json'}")
+    if any(note.startswith("FAILED: ") for result in results for note in result.notes):
+        return 1  # a benchmark crashed (its traceback is above): the run is not a measurement
     missed = [check for result in results for check in result.checks if not check.passed]
     return 1 if missed and args.strict else 0
 

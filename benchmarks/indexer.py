@@ -30,6 +30,7 @@ from benchmarks.report import Result, table
 from benchmarks.stack import Service, Stack
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent
 from depot_common.kafka import ensure_topics, make_producer
+from depot_common.s3 import object_store
 from depot_indexer.settings import IndexerSettings
 from depot_indexer.storage import S3BlobReader
 
@@ -91,14 +92,14 @@ def documents(count: int) -> list[tuple[CloudEvent[Any], bytes]]:
     return result
 
 
-async def _s3_reads(s3: Any, bucket: str, keys: list[str], pids: dict[str, int]) -> Batch:
-    async with S3BlobReader(s3, bucket=bucket) as reader:
+async def _s3_reads(stack: Stack, keys: list[str], pids: dict[str, int]) -> Batch:
+    reader = S3BlobReader(object_store(stack.settings()))
 
-        async def read_all() -> None:
-            for key in keys:
-                await reader.read(key, MAX_OBJECT_BYTES)
+    async def read_all() -> None:
+        for key in keys:
+            await reader.read(key, MAX_OBJECT_BYTES)
 
-        return await timed(read_all(), events=len(keys), pids=pids)
+    return await timed(read_all(), events=len(keys), pids=pids)
 
 
 async def run(stack: Stack, *, quick: bool) -> Result:
@@ -114,7 +115,7 @@ async def run(stack: Stack, *, quick: bool) -> Result:
         await put_objects(s3, stack.bucket, [(event.data.object_key, content) for event, content in docs])
         client_pids = {"client": os.getpid(), "s3": stack.s3_pid}
         keys = [event.data.object_key for event, _ in docs[: steps.s3_reads]]
-        reads = await _s3_reads(s3, stack.bucket, keys, client_pids)
+        reads = await _s3_reads(stack, keys, client_pids)
         conn = await asyncpg.connect(database_url)
         producer = make_producer(bootstrap)
         await producer.start()

@@ -13,7 +13,7 @@ import pytest
 
 from depot_common.auth import mint_token
 from depot_common.events import CloudEvent, DocumentDeleted, DocumentFailed, DocumentStored
-from depot_common.s3 import ensure_bucket, s3_client
+from depot_common.s3 import ensure_bucket, object_store, s3_client
 from depot_indexer import repository
 from depot_indexer.bootstrap import build_app
 from depot_indexer.handlers import build_handlers
@@ -277,9 +277,9 @@ async def test_s3_blob_reader_reads_prefix_missing_and_empty(s3_endpoint: str, i
         await ensure_bucket(s3, settings.s3_bucket)
         await s3.put_object(Bucket=settings.s3_bucket, Key="documents/a", Body=b"0123456789")
         await s3.put_object(Bucket=settings.s3_bucket, Key="documents/empty", Body=b"")
-        async with S3BlobReader(s3, bucket=settings.s3_bucket) as reader:
-            assert await reader.read("documents/a", 4) == b"0123"
-            assert await reader.read("documents/a", 100) == b"0123456789"
-            assert await reader.read("documents/empty", 4) == b""
-            with pytest.raises(BlobNotFound):
-                await reader.read("documents/missing", 4)
+        reader = S3BlobReader(object_store(settings))
+        assert await reader.read("documents/a", 4) == b"0123"
+        assert await reader.read("documents/a", 100) == b"0123456789"
+        assert await reader.read("documents/empty", 4) == b""
+        with pytest.raises(BlobNotFound):
+            await reader.read("documents/missing", 4)

@@ -36,7 +36,7 @@ from depot_common.events import CloudEvent, DocumentStored, encode
 from depot_common.health import WorkerReadiness
 from depot_common.kafka import ensure_topics, make_consumer, make_producer
 from depot_common.ops import ops_app
-from depot_common.s3 import s3_client
+from depot_common.s3 import object_store, s3_client
 from depot_devstack import servers
 from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS
 from depot_indexer.handlers import build_handlers
@@ -336,8 +336,8 @@ async def test_s3_stopped_for_30_s_during_indexing_dead_letters_nothing(
             for d in documents:
                 await s3.put_object(Bucket=settings.s3_bucket, Key=f"documents/{d}", Body=f"word{d.hex}".encode())
             await publish(kafka_bootstrap, topic, [stored(d, size=36) for d in documents[:5]])
-            reader = S3BlobReader(s3, bucket=settings.s3_bucket, timeout=settings.s3_timeout)
-            async with reader, indexing(kafka_bootstrap, topic, group, pg_pool, reader) as events:
+            reader = S3BlobReader(object_store(settings))
+            async with indexing(kafka_bootstrap, topic, group, pg_pool, reader) as events:
                 while await count_indexed(pg_pool, documents) < 5:
                     await asyncio.sleep(0.01)
                 os.kill(moto.pid, signal.SIGSTOP)

@@ -111,7 +111,7 @@ def _s3_call_failed(exception: BaseException, context: dict[str, Any], **_: Any)
 
 @contextmanager
 def s3_request(operation: str, method: str) -> Iterator[Span]:
-    """The span of an S3 request sent without the aiobotocore client (a presigned URL fetched with aiohttp),
+    """The span of an S3 request sent without the aiobotocore client (obstore's PUT and GET),
     named and described as :func:`instrument_s3` names the client's; :func:`s3_answered` records the answer."""
     with _tracer.start_as_current_span(
         f"S3.{operation}",

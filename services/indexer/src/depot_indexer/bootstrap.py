@@ -19,7 +19,7 @@ from depot_common.ops import ops_endpoints
 from depot_common.outbox import outbox_ddl
 from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
-from depot_common.s3 import s3_client
+from depot_common.s3 import object_store
 from depot_common.web import create_app
 from depot_indexer.documents_source import UploadDocumentsView
 from depot_indexer.endpoints import router
@@ -65,28 +65,24 @@ async def indexer_consumer(settings: IndexerSettings) -> AsyncIterator[EventCons
     pool = await create_pool(settings.database_url, max_size=settings.documents_partitions + 2, reset=keep_session)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
-        async with (
-            s3_client(settings) as s3,
-            S3BlobReader(s3, bucket=settings.s3_bucket, timeout=settings.s3_timeout) as blobs,
-        ):
-            handlers = build_handlers(
-                blobs,
-                UploadDocumentsView(),
-                max_object_bytes=settings.index_max_object_bytes,
-                max_text_chars=settings.index_max_text_chars,
-            )
-            async with running_consumer(
-                bootstrap=settings.kafka_servers,
-                topics=dict.fromkeys(CONSUMED_TOPICS, settings.documents_partitions),
-                group=settings.consumer_group,
-                session_timeout=settings.consumer_session_timeout,
-                pool=pool,
-                schema=SCHEMA,
-                handlers=handlers,
-                ignored_types=ignored_by(Service.INDEXER, CONSUMED_TOPICS),
-                replica_id=settings.replica_id,
-            ) as events:
-                yield events
+        handlers = build_handlers(
+            S3BlobReader(object_store(settings)),
+            UploadDocumentsView(),
+            max_object_bytes=settings.index_max_object_bytes,
+            max_text_chars=settings.index_max_text_chars,
+        )
+        async with running_consumer(
+            bootstrap=settings.kafka_servers,
+            topics=dict.fromkeys(CONSUMED_TOPICS, settings.documents_partitions),
+            group=settings.consumer_group,
+            session_timeout=settings.consumer_session_timeout,
+            pool=pool,
+            schema=SCHEMA,
+            handlers=handlers,
+            ignored_types=ignored_by(Service.INDEXER, CONSUMED_TOPICS),
+            replica_id=settings.replica_id,
+        ) as events:
+            yield events
     finally:
         await pool.close()
 

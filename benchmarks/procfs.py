@@ -36,6 +36,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU time of each of ``pid``'s threads so far, summed by thread name (numbered names such
+    as ``tokio-runtime-worker-3`` count as one); the thread that runs Python is ``main``."""
+    used: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+        name = "main" if task.name == str(pid) else stat[stat.index("(") + 1 : stat.rindex(")")].rstrip("0123456789-")
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS
+    return used
+
+
 def cpu_seconds_if_alive(pids: list[int]) -> dict[int, float]:
     """:func:`cpu_seconds` of each of ``pids`` still running."""
     result = {}

@@ -1,11 +1,13 @@
 """``python -m benchmarks.profiling [--service indexer]``: where a service's CPU goes under load.
 
 Runs the upload API (or ``depot-indexer consume``) in its own process (as in the benchmarks)
-with an on-demand cProfile on CPU time (``benchmarks._profiled_api``), warms it up, profiles
-only while it drives it — the ``api`` operation of the upload benchmark, or a batch of
-``document.stored`` events of the indexer benchmark — and prints the packages and functions
-with the most own time. cProfile slows Python code down (C code much less), so read the
-shares, not the absolute times.
+with an on-demand cProfile on the CPU time of its Python thread (``benchmarks._profiled_api``),
+warms it up, profiles only while it drives it — the ``api`` operation of the upload benchmark,
+or a batch of ``document.stored`` events of the indexer benchmark — and prints the packages and
+functions with the most own time. cProfile slows Python code down (C code much less), so read
+the shares, not the absolute times. cProfile cannot see the threads that run no Python
+(obstore's tokio workers): the first table is the CPU of each of the service's threads, read
+from ``/proc`` around the same window (profiled, so the Python thread's figure is inflated).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from benchmarks import indexer, upload
 from benchmarks.events import Message, move_group_to_end, outbox_headers, produce
 from benchmarks.load import Load, measure, warm_up
 from benchmarks.payload import KIB, Payloads
+from benchmarks.procfs import thread_cpu_seconds
 from benchmarks.report import table
 from benchmarks.stack import Stack, running_stack
 from depot_common.events import DOCUMENTS_TOPIC
@@ -53,7 +56,13 @@ def package_of(filename: str, function: str) -> str:
     return filename
 
 
-async def _drive(stack: Stack, profile_path: Path, *, size: int, seconds: float, concurrency: int) -> int:
+#: CPU seconds of each of the profiled process's threads in the profiled window, by thread name
+ThreadCpu = dict[str, float]
+
+
+async def _drive(
+    stack: Stack, profile_path: Path, *, size: int, seconds: float, concurrency: int
+) -> tuple[int, ThreadCpu]:
     async with (
         stack.api(python_args=["-m", "benchmarks._profiled_api", str(profile_path)]) as api,
         stack.s3() as s3,
@@ -63,11 +72,17 @@ async def _drive(stack: Stack, profile_path: Path, *, size: int, seconds: float,
         operation = upload.operations(api, s3, objects, http, stack.bucket, Payloads(size))["api"]
         load = Load(concurrency=concurrency, duration_s=seconds, max_ops=10**9, warmup_ops=4 * concurrency)
         await warm_up(operation, concurrency, load.warmup_ops)
+        before = thread_cpu_seconds(api.pid)
         os.kill(api.pid, signal.SIGUSR1)
         phase = await measure(operation, replace(load, warmup_ops=0), payload_bytes=size, pids={})
         os.kill(api.pid, signal.SIGUSR2)
+        threads = _since(before, thread_cpu_seconds(api.pid))
         await _wait_dumped(profile_path)
-    return phase.ops
+    return phase.ops, threads
+
+
+def _since(before: ThreadCpu, after: ThreadCpu) -> ThreadCpu:
+    return {name: used - before.get(name, 0.0) for name, used in after.items()}
 
 
 async def _wait_dumped(profile_path: Path) -> None:
@@ -78,7 +93,7 @@ async def _wait_dumped(profile_path: Path) -> None:
     await asyncio.sleep(0.5)  # the dump finishes
 
 
-async def _drive_indexer(stack: Stack, profile_path: Path, *, events: int) -> int:
+async def _drive_indexer(stack: Stack, profile_path: Path, *, events: int) -> tuple[int, ThreadCpu]:
     """Profile ``depot-indexer consume`` while it indexes ``events`` documents (as in the indexer benchmark)."""
     bootstrap = [stack.kafka_bootstrap]
     group = f"profile-indexer-{os.getpid()}"
@@ -103,18 +118,25 @@ async def _drive_indexer(stack: Stack, profile_path: Path, *, events: int) -> in
             ) as service:
                 await produce(producer, DOCUMENTS_TOPIC, messages[:warmup], 500)
                 await indexer.wait_indexed(conn, warmup, service, patience=120)
+                before = thread_cpu_seconds(service.pid)
                 os.kill(service.pid, signal.SIGUSR1)
                 await produce(producer, DOCUMENTS_TOPIC, messages[warmup:], 500)
                 await indexer.wait_indexed(conn, len(messages), service, patience=600)
                 os.kill(service.pid, signal.SIGUSR2)
+                threads = _since(before, thread_cpu_seconds(service.pid))
                 await _wait_dumped(profile_path)
         finally:
             await producer.stop()
             await conn.close()
-    return events
+    return events, threads
 
 
-def show(console: Console, profile_path: Path, ops: int, top: int, unit: str = "upload") -> None:
+def show(console: Console, profile_path: Path, ops: int, threads: ThreadCpu, top: int, unit: str = "upload") -> None:
+    by_thread = table(f"CPU by thread, per {unit} ({ops} {unit}s)", ["thread", f"ms/{unit}"])
+    for name, used in sorted(threads.items(), key=lambda item: -item[1]):
+        if used > 0:
+            by_thread.add_row(name, f"{used / ops * 1000:.3f}")
+    console.print(by_thread)
     stats = pstats.Stats(str(profile_path))
     raw = stats.stats  # type: ignore[attr-defined]
     by_package: dict[str, float] = defaultdict(float)
@@ -152,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         profile_path = args.output or directory / f"{args.service}.prof"
         stack = resources.enter_context(running_stack())
         if args.service == "indexer":
-            ops = asyncio.run(_drive_indexer(stack, profile_path, events=args.events))
+            ops, threads = asyncio.run(_drive_indexer(stack, profile_path, events=args.events))
         else:
-            ops = asyncio.run(
+            ops, threads = asyncio.run(
                 _drive(stack, profile_path, size=args.size, seconds=args.seconds, concurrency=args.concurrency)
             )
-        show(console, profile_path, ops, args.top, "event" if args.service == "indexer" else "upload")
+        show(console, profile_path, ops, threads, args.top, "event" if args.service == "indexer" else "upload")
     return 0
 
 

@@ -250,3 +250,19 @@ async def test_a_key_the_issuer_withdrew_is_refused_once_the_keys_are_refreshed(
             await check.verify(rsa_key.sign(claims("alice")))
         assert (await check.verify(ec_key.sign(claims("alice")))).owner_id == "alice"
         assert issuer.fetches == 2
+
+
+async def test_a_remembered_token_under_a_withdrawn_key_is_refused_once_the_keys_are_refreshed(
+    rsa_key: SigningKey, ec_key: SigningKey
+) -> None:
+    """A token accepted (and remembered) before its key was withdrawn gets 401 once the key set is refreshed."""
+    with serve_jwks(rsa_key) as issuer:
+        check = verifier(issuer.url, max_age=1, cooldown=1)
+        token = rsa_key.sign(claims("alice"))
+        assert (await check.verify(token)).owner_id == "alice"
+        assert (await check.verify(token)).owner_id == "alice"
+        issuer.publish(ec_key)
+        await asyncio.sleep(1.1)
+        with pytest.raises(Unauthorized, match="unknown signing key"):
+            await check.verify(token)
+        assert issuer.fetches == 2

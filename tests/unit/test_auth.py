@@ -1,12 +1,16 @@
-"""HS256 tokens: issuer and audience checked when configured; roles read at the configured claim path."""
+"""HS256 tokens: issuer and audience checked when configured; roles read at the configured claim path;
+verified tokens remembered, never past their exp."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import jwt
 import pytest
 
+from depot_common import auth
 from depot_common.auth import TokenVerifier, mint_token
 from depot_common.errors import Unauthorized
 
@@ -66,3 +70,51 @@ def test_a_jwks_verifier_needs_issuer_and_audience() -> None:
     keys = JwksKeys("https://issuer.test/certs", max_age=300, refresh_cooldown=30)
     with pytest.raises(ValueError, match="issuer and audience"):
         TokenVerifier(jwks=keys, issuer=ISSUER)
+
+
+async def test_a_verified_token_is_remembered_instead_of_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same token on later requests gets the same principal without another signature check."""
+    decoded = count_decodes(monkeypatch)
+    check = TokenVerifier(secret=SECRET)
+    alice, bob = mint_token(SECRET, "alice"), mint_token(SECRET, "bob", admin=True)
+    first = await check.verify(alice)
+    assert await check.verify(alice) == first
+    assert (await check.verify(bob)).is_admin
+    assert (await check.verify(bob)).owner_id == "bob"
+    assert decoded == [alice, bob]
+
+
+async def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    """Remembering a token never stretches its exp: past exp (and the leeway) it is refused as expired."""
+    check = TokenVerifier(secret=SECRET, leeway=0)
+    expires = int(time.time()) + 1
+    token = jwt.encode({"sub": "alice", "exp": expires}, SECRET, algorithm="HS256")
+    assert (await check.verify(token)).owner_id == "alice"
+    await asyncio.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(Unauthorized) as refused:
+        await check.verify(token)
+    assert refused.value.code == "token_expired"
+
+
+async def test_no_more_than_the_limit_of_tokens_is_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the limit the oldest remembered token is forgotten (and verified again when it comes back)."""
+    monkeypatch.setattr(auth, "VERIFIED_TOKEN_LIMIT", 2)
+    decoded = count_decodes(monkeypatch)
+    check = TokenVerifier(secret=SECRET)
+    tokens = [mint_token(SECRET, owner) for owner in ("a", "b", "c")]
+    for token in (*tokens, tokens[2], tokens[1], tokens[0]):
+        await check.verify(token)
+    assert decoded == [*tokens, tokens[0]]
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens PyJWT decodes from now on, in order."""
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    return decoded

@@ -7,6 +7,12 @@ a public key gets in; ``iss`` and ``aud`` are required and checked (for HS256 to
 ``DEPOT_JWT_ISSUER``/``DEPOT_JWT_AUDIENCE`` are set), ``exp`` always, ``nbf`` when present,
 each with ``DEPOT_JWT_LEEWAY`` seconds of clock skew. PyJWT does the parsing and the crypto;
 :class:`JwksKeys` only decides when to fetch the key set.
+
+A token that verified is remembered for up to :data:`VERIFIED_TOKEN_TTL` seconds (a client sends
+the same one with every request; verifying it again cost ~0.1 ms of CPU per request): the
+remembered principal is used only while the token is in date (``exp`` plus the leeway) and, for
+a JWKS token, while the issuer still publishes the very key it verified with, so a withdrawn key
+is refused at the same moment as without the cache.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from depot_common.settings import DepotSettings
 ADMIN_ROLE = "admin"
 JWKS_ALGORITHMS = ["RS256", "ES256"]
 SECRET_ALGORITHMS = ["HS256"]
+#: How long a verified token's principal is remembered (capped by the token's own ``exp``).
+VERIFIED_TOKEN_TTL = 60.0
+#: How many verified tokens are remembered at most (the oldest is forgotten first).
+VERIFIED_TOKEN_LIMIT = 4096
 
 log = structlog.get_logger(__name__)
 
@@ -128,6 +138,23 @@ class JwksKeys:
         log.info("auth.jwks.fetched", url=self._url, kids=sorted(self._keys))
 
 
+@dataclass(frozen=True)
+class _IssuerKey:
+    """The issuer's key a token verified with, as :class:`JwksKeys` held it then."""
+
+    keys: JwksKeys
+    kid: str
+    key: jwt.PyJWK
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    key: _IssuerKey | None
+    until: float
+    """``time.monotonic()`` after which the token is verified again."""
+
+
 class TokenVerifier:
     """Checks a bearer token and returns its :class:`Principal`."""
 
@@ -152,6 +179,7 @@ class TokenVerifier:
         self._roles_path = roles_claim.split(".")
         self._leeway = leeway
         self._required = ["sub", "exp", *(["iss"] if issuer else []), *(["aud"] if audience else [])]
+        self._verified: dict[str, _Verified] = {}
 
     @classmethod
     def from_settings(cls, settings: DepotSettings) -> TokenVerifier:
@@ -172,6 +200,33 @@ class TokenVerifier:
         )
 
     async def verify(self, token: str) -> Principal:
+        """The token's principal: remembered from an earlier verification while that still holds, else verified."""
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            if await self._still_valid(remembered):
+                return remembered.principal
+            self._verified.pop(token, None)
+        principal, key = await self._verify(token)
+        if len(self._verified) >= VERIFIED_TOKEN_LIMIT:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = _Verified(principal, key, until=time.monotonic() + VERIFIED_TOKEN_TTL)
+        return principal
+
+    async def _still_valid(self, remembered: _Verified) -> bool:
+        principal = remembered.principal
+        if time.monotonic() >= remembered.until:
+            return False
+        if principal.expires_at is None or time.time() >= principal.expires_at + self._leeway:
+            return False
+        if remembered.key is not None:  # the issuer must still publish that key (a refresh may be due)
+            try:
+                return await remembered.key.keys.key(remembered.key.kid) is remembered.key.key
+            except (Unauthorized, Unavailable):
+                return False
+        return True
+
+    async def _verify(self, token: str) -> tuple[Principal, _IssuerKey | None]:
+        issuer_key: _IssuerKey | None = None
         try:
             if self._jwks is not None:
                 header = jwt.get_unverified_header(token)
@@ -180,7 +235,8 @@ class TokenVerifier:
                 kid = header.get("kid")
                 if not isinstance(kid, str) or not kid:
                     raise jwt.InvalidTokenError("no kid in the token header")
-                key: jwt.PyJWK | str = await self._jwks.key(kid)
+                issuer_key = _IssuerKey(self._jwks, kid, await self._jwks.key(kid))
+                key: jwt.PyJWK | str = issuer_key.key
                 algorithms = JWKS_ALGORITHMS
             else:
                 key, algorithms = self._secret, SECRET_ALGORITHMS
@@ -202,9 +258,10 @@ class TokenVerifier:
         if not isinstance(owner, str) or not owner or roles is None:
             raise Unauthorized("token has no usable sub/roles claims", code="invalid_token")
         expires = claims.get("exp")
-        return Principal(
+        principal = Principal(
             owner_id=owner, roles=roles, expires_at=float(expires) if isinstance(expires, int | float) else None
         )
+        return principal, issuer_key
 
     def _roles(self, claims: dict[str, Any]) -> frozenset[str] | None:
         """The roles at the configured claim path: none when absent, ``None`` when malformed."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from importlib.resources import files
@@ -109,6 +110,9 @@ def build_app(settings: UploadSettings) -> FastAPI:
                 background_task(every(300, purge, name="idempotency.purge")),
                 background_task(feed.run()),
             ):
+                # what start-up allocated (modules, pydantic's schemas, botocore's models) lives as long as the
+                # process: out of the collector's sight, a full collection no longer walks it (docs/architecture.md)
+                gc.freeze()
                 yield {}
 
     app = create_app(

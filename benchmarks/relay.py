@@ -18,7 +18,7 @@ of 50 to 250 ms. Reported from the commit returning: until a consumer of the top
 (``fetch_max_wait_ms=10``, so the figure is the relay's, not the consumer's long poll),
 until a consumer configured as the services' (``make_consumer``: aiokafka's default
 ``fetch_max_wait_ms=500``) sees it. (The relay deletes a row once Kafka acked it: there is
-no ``published_at`` to time.)
+no publication time in the table to read.)
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ async def produce_as_the_relay(
 
 
 def _record(topic: str, message: Message) -> Record:
-    headers: Headers = [*message.headers]
+    headers: Headers = dict(message.headers)
     return Record(topic, message.key, message.value, headers)
 
 
@@ -119,7 +119,7 @@ async def _drain_with_relay(
     async def drain() -> None:
         nonlocal task
         task = asyncio.create_task(relay.run())
-        query = f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.outbox WHERE published_at IS NULL)"
+        query = f"SELECT EXISTS (SELECT FROM {SCHEMA}.outbox)"
         while await conn.fetchval(query):
             if task.done():
                 task.result()  # raises what stopped it

@@ -130,8 +130,7 @@ async def recover(
                 world.pool, world.s3, settings, acknowledged=acknowledged, invariants=drained
             )
             unpublished = await world.pool.fetchval(
-                "SELECT (SELECT count(*) FROM upload.outbox WHERE published_at IS NULL)"
-                " + (SELECT count(*) FROM reconcile.outbox WHERE published_at IS NULL)"
+                "SELECT (SELECT count(*) FROM upload.outbox) + (SELECT count(*) FROM reconcile.outbox)"
             )
             if (not report.violations and unpublished == 0) or time.monotonic() > deadline:
                 break

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from depot_common.db import create_pool
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent
 from depot_common.kafka import ensure_topics, make_relay_producer
-from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
+from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl, outbox_upgrade_ddl
 from depot_devstack import servers
 from depot_upload.settings import UploadSettings
 from tests.conftest import background
@@ -189,7 +189,7 @@ async def takeover(
 async def wait_all_marked(pool: asyncpg.Pool, schema: str, timeout: float = 5) -> None:
     """Wait until every outbox row of ``schema`` is published (deleted)."""
     for _ in range(int(timeout / 0.05)):
-        if not await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"):
+        if not await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox"):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("outbox rows left unpublished")
@@ -216,3 +216,88 @@ async def test_relay_publishes_a_backlog_in_order(
     for key in ("a", "b", "c"):
         numbers = [event_of(r)["data"]["n"] for r in records if r.key == key.encode()]
         assert numbers == list(range(300))
+
+
+#: The outbox as the first migrations created it (jsonb columns, a ``published_at`` that stayed NULL).
+FIRST_SHAPE = (
+    "CREATE TABLE {schema}.outbox (id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE, topic text NOT NULL,"
+    " key text NOT NULL, value jsonb NOT NULL, headers jsonb NOT NULL DEFAULT '{{}}',"
+    " created_at timestamptz NOT NULL DEFAULT clock_timestamp(), published_at timestamptz);"
+    " CREATE INDEX outbox_unpublished ON {schema}.outbox (id) WHERE published_at IS NULL"
+)
+
+
+async def test_an_outbox_of_the_first_shape_is_upgraded_and_its_backlog_published_unchanged(
+    pg_pool: asyncpg.Pool, kafka_bootstrap: str, upload_settings: UploadSettings
+) -> None:
+    """``outbox_upgrade_ddl`` turns a jsonb outbox with ``published_at`` into ``outbox_ddl``'s shape, keeping the
+    unpublished rows, which the relay then publishes with the same JSON; run again, it changes nothing."""
+    schema = f"relay_{secrets.token_hex(4)}"
+    topic = f"test.relay.{schema}"
+    columns = (
+        "SELECT column_name, data_type, column_default FROM information_schema.columns"
+        " WHERE table_schema = $1 AND table_name = 'outbox' ORDER BY column_name"
+    )
+    await pg_pool.execute(f"CREATE SCHEMA {schema}")
+    try:
+        await pg_pool.execute(outbox_ddl(schema))
+        expected = [tuple(row) for row in await pg_pool.fetch(columns, schema)]
+        await pg_pool.execute(f"DROP TABLE {schema}.outbox")
+        await pg_pool.execute(FIRST_SHAPE.format(schema=schema))
+        await ensure_topics([kafka_bootstrap], {topic: 3})
+        await put_events(pg_pool, schema, topic, "k", range(5))
+        before = [
+            event["data"]["n"]
+            for event in await pg_pool.fetchval(f"SELECT array_agg(value ORDER BY id) FROM {schema}.outbox")
+        ]
+        for _ in range(2):
+            await pg_pool.execute(outbox_upgrade_ddl(schema))
+            assert [tuple(row) for row in await pg_pool.fetch(columns, schema)] == expected
+        indexes = await pg_pool.fetchval("SELECT count(*) FROM pg_indexes WHERE schemaname = $1", schema)
+        assert indexes == 2, "the partial index on published_at is gone; the primary key and event_id stay"
+        assert await pg_pool.fetchval(f"SELECT count(*) FROM {schema}.outbox") == 5
+        producer = make_relay_producer(upload_settings.kafka_servers)
+        await producer.start()
+        relay = OutboxRelay(dsn=upload_settings.database_url, schema=schema, producer=producer)
+        try:
+            async with background(relay.run()):
+                records = await read_until(kafka_bootstrap, topic, lambda rs: len(rs) >= 5, timeout=20)
+                await wait_all_marked(pg_pool, schema)
+        finally:
+            await producer.stop()
+        assert before == list(range(5))
+        assert [event_of(r)["data"]["n"] for r in records] == before
+    finally:
+        await pg_pool.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def test_an_event_committed_late_below_the_batch_in_flight_is_published_before_later_ones_of_its_key(
+    scratch_outbox: tuple[str, str],
+    pg_pool: asyncpg.Pool,
+    upload_settings: UploadSettings,
+    kafka_bootstrap: str,
+) -> None:
+    """A transaction that took its outbox id first and commits after the relay published higher ids, while it
+    still works through a backlog, is published, and before the later events of its key."""
+    schema, topic = scratch_outbox
+    held = await pg_pool.acquire()
+    tx = held.transaction()
+    await tx.start()
+    late = CloudEvent[Ping](source="test", type="test.ping", subject="late", data=Ping(n=0))
+    await enqueue(held, schema, topic=topic, key="late", event=late)  # takes an id, not visible yet
+    await put_events(pg_pool, schema, topic, "other", range(3000))  # ids above it, committed
+    producer = make_relay_producer(upload_settings.kafka_servers)
+    await producer.start()
+    relay = OutboxRelay(dsn=upload_settings.database_url, schema=schema, producer=producer, batch_size=50)
+    try:
+        async with background(relay.run()):
+            await read_until(kafka_bootstrap, topic, lambda rs: len(rs) >= 100, timeout=20)
+            await tx.commit()  # while later batches of "other" are being read and sent
+            await put_events(pg_pool, schema, topic, "late", range(1, 3))
+            records = await read_until(kafka_bootstrap, topic, lambda rs: len(rs) >= 3003, timeout=30)
+            await wait_all_marked(pg_pool, schema)
+    finally:
+        await producer.stop()
+        await pg_pool.release(held)
+    assert [event_of(r)["data"]["n"] for r in records if r.key == b"late"] == [0, 1, 2]
+    assert [event_of(r)["data"]["n"] for r in records if r.key == b"other"] == list(range(3000))

@@ -107,7 +107,7 @@ async def unsettled(env: dict[str, str]) -> int:
         ]
         total = 0
         for schema in outboxes:
-            total += await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL')
+            total += await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox')
         total += await conn.fetchval(
             """
             SELECT count(*) FROM upload.documents d

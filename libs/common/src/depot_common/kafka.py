@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import confluent_kafka
 import structlog
@@ -40,17 +39,16 @@ def make_producer(bootstrap: list[str], **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
 
 
-#: Kafka record headers as librdkafka takes them.
-Headers = list[tuple[str, str | bytes | None]]
+#: Kafka record headers as librdkafka takes them: name → value (a ``str`` is sent UTF-8 encoded).
+Headers = dict[str, str | bytes | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record the relay sends."""
+class Record(NamedTuple):
+    """One record the relay sends; librdkafka sends a ``str`` key or value UTF-8 encoded."""
 
     topic: str
-    key: bytes
-    value: bytes
+    key: str | bytes
+    value: str | bytes
     headers: Headers
 
 
@@ -90,8 +88,9 @@ class RelayProducer:
             if error is not None:  # runs in the flushing thread
                 errors.append(error)
 
-        for record in records:
-            producer.produce(record.topic, record.value, record.key, on_delivery=failed, headers=record.headers)
+        produce = producer.produce
+        for topic, key, value, headers in records:
+            produce(topic, value, key, on_delivery=failed, headers=headers)
         left = await asyncio.to_thread(producer.flush, self._flush_seconds)
         if errors:
             raise confluent_kafka.KafkaException(errors[0])

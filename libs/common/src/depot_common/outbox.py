@@ -4,14 +4,14 @@
 the caller's transaction, and notifies the relay (PostgreSQL delivers the notification at
 commit). :class:`OutboxRelay` publishes the rows in id order with ``acks="all"`` and
 deletes them only after every ack (a published event is no longer in the table; Kafka has
-it): a crash in between re-sends, which the idempotent consumers absorb. Deleting costs
-PostgreSQL a third of an ``UPDATE`` (which writes a new row version and index entries), so
-``published_at`` stays NULL (the column predates this; readers count ``published_at IS
-NULL``). While Kafka acks one batch, the relay deletes the one before and reads the next.
+it): a crash in between re-sends, which the idempotent consumers absorb. Every row in the
+table is unpublished (deleting costs PostgreSQL a third of marking a row published with an
+``UPDATE``). While Kafka acks one batch, the relay deletes the one before and reads the next.
 One relay per schema is active at a time (advisory lock on a dedicated connection); the
 others wait as standbys and take over when it goes away.
 
-The table each owner creates in its own schema is :func:`outbox_ddl`.
+The table each owner creates in its own schema is :func:`outbox_ddl`; :func:`outbox_upgrade_ddl`
+migrates one of the first shape.
 """
 
 from __future__ import annotations
@@ -42,13 +42,28 @@ ACTIVE = Gauge("depot_outbox_relay_active", "1 while this relay holds the lock",
 
 
 def outbox_ddl(schema: str) -> str:
-    """The outbox table (and its index of unpublished rows) an owner creates in ``schema``."""
+    """The outbox table an owner creates in ``schema``: every row in it is unpublished (the relay deletes
+    a row once Kafka acknowledged it). ``value`` and ``headers`` are ``json``: stored as written and read
+    back as text, which costs PostgreSQL a quarter of ``jsonb``'s re-serialisation on every publish."""
     schema = identifier(schema)
     return (
         f"CREATE TABLE {schema}.outbox (id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE,"
-        " topic text NOT NULL, key text NOT NULL, value jsonb NOT NULL, headers jsonb NOT NULL DEFAULT '{}',"
-        " created_at timestamptz NOT NULL DEFAULT clock_timestamp(), published_at timestamptz);"
-        f" CREATE INDEX ON {schema}.outbox (id) WHERE published_at IS NULL"
+        " topic text NOT NULL, key text NOT NULL, value json NOT NULL, headers json NOT NULL DEFAULT '{}',"
+        " created_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+    )
+
+
+def outbox_upgrade_ddl(schema: str) -> str:
+    """Brings an outbox of the first shape (``jsonb`` columns, a ``published_at`` that stayed NULL since the
+    relay deletes what it published, and a partial index on it) to :func:`outbox_ddl`'s; a no-op on one of
+    that shape already."""
+    schema = identifier(schema)
+    return (
+        f"ALTER TABLE {schema}.outbox DROP COLUMN IF EXISTS published_at;"  # drops the partial index with it
+        f" ALTER TABLE {schema}.outbox ALTER COLUMN headers DROP DEFAULT;"
+        f" ALTER TABLE {schema}.outbox ALTER COLUMN value TYPE json USING value::json,"
+        " ALTER COLUMN headers TYPE json USING headers::json;"
+        f" ALTER TABLE {schema}.outbox ALTER COLUMN headers SET DEFAULT '{{}}'"
     )
 
 
@@ -82,16 +97,15 @@ async def backlog(conn: Connection, schema: str) -> tuple[int, float]:
     """``(unpublished events, age in seconds of the oldest)`` of ``schema``'s outbox."""
     row = await conn.fetchrow(
         f"SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
-        f" FROM {identifier(schema)}.outbox WHERE published_at IS NULL"
+        f" FROM {identifier(schema)}.outbox"
     )
     assert row is not None
     return int(row["n"]), float(row["age"])
 
 
-def _kafka_headers(stored: dict[str, Any], traceparent: str | None) -> Headers:
+def _traced(stored: Headers, traceparent: str | None) -> Headers:
     """The stored headers, the ``traceparent`` naming the relay's publish span (the stored one when not traced)."""
-    headers = {**stored, "traceparent": traceparent} if traceparent else stored
-    return [(name, str(value).encode()) for name, value in headers.items()]
+    return {**stored, "traceparent": traceparent} if traceparent else stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,29 +203,31 @@ class OutboxRelay:
 
     async def _fetch(self, conn: asyncpg.Connection, *, exclude: list[int]) -> list[asyncpg.Record]:
         """The next unpublished batch in id order, but for ``exclude`` (the batch in flight: sent, not yet
-        deleted)."""
+        deleted, its ids ascending). A row above the last of them is no row of it: only the rows up to it are
+        compared with the list (a late commit below it is still found)."""
         return await conn.fetch(
             f"SELECT id, topic, key, value::text AS value, headers FROM {self.schema}.outbox"
-            " WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
+            " WHERE id > $2 OR id <> ALL($3::bigint[]) ORDER BY id LIMIT $1",
             self._batch_size,
+            exclude[-1] if exclude else 0,
             exclude,
         )
 
     def _send(self, rows: list[asyncpg.Record]) -> _Sending:
-        """Hand ``rows`` to the producer, each in a publish span (when tracing is on) whose traceparent it carries."""
+        """Hand ``rows`` to the producer, each in a publish span (when tracing is on) whose traceparent it carries.
+
+        A record is the row as stored: its JSON text as the value, its headers (``content-type``,
+        ``traceparent``) as they were written, but for the traceparent of the publish span when traced.
+        """
         if tracing.enabled():
             spans = [tracing.start_publish(row["topic"], row["key"], row["headers"].get("traceparent")) for row in rows]
-            headers = [
-                _kafka_headers(row["headers"], tracing.traceparent_of(span))
+            records = [
+                Record(row["topic"], row["key"], row["value"], _traced(row["headers"], tracing.traceparent_of(span)))
                 for row, span in zip(rows, spans, strict=True)
             ]
         else:  # no-op spans would carry the stored traceparent unchanged: skip making them
             spans = []
-            headers = [_kafka_headers(row["headers"], None) for row in rows]
-        records = [
-            Record(row["topic"], row["key"].encode(), row["value"].encode(), row_headers)  # value: the stored JSON text
-            for row, row_headers in zip(rows, headers, strict=True)
-        ]
+            records = [Record(row["topic"], row["key"], row["value"], row["headers"]) for row in rows]
         delivery = asyncio.ensure_future(self._producer.send(records))
         return _Sending([row["id"] for row in rows], spans, delivery)
 

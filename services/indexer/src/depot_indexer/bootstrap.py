@@ -16,7 +16,7 @@ from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, INDEX_TOPI
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import run_until_signalled
 from depot_common.ops import ops_endpoints
-from depot_common.outbox import outbox_ddl
+from depot_common.outbox import outbox_ddl, outbox_upgrade_ddl
 from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import object_store
@@ -33,7 +33,10 @@ __all__ = ["CONSUMED_TOPICS", "MIGRATIONS", "build_app", "indexer_consumer", "ru
 log = structlog.get_logger(__name__)
 
 #: Schema ``search``: the package's SQL files, and the outbox table ``depot_common.outbox`` defines.
-MIGRATIONS = Migrations(files("depot_indexer") / "migrations", {"0002_outbox.sql": outbox_ddl(SCHEMA)})
+MIGRATIONS = Migrations(
+    files("depot_indexer") / "migrations",
+    {"0002_outbox.sql": outbox_ddl(SCHEMA), "0004_outbox_json.sql": outbox_upgrade_ddl(SCHEMA)},
+)
 #: The topics the indexer's consumer reads; it executes its types of them and skips the rest.
 CONSUMED_TOPICS = (DOCUMENTS_TOPIC, COMPENSATIONS_TOPIC)
 

@@ -11,11 +11,12 @@ from typing import Any
 
 import asyncpg
 
-from depot_common.db import Connection
+from depot_common.db import Connection, Migrations
+from depot_common.outbox import outbox_upgrade_ddl
 from depot_reconciler.checks.base import Finding
 
 SCHEMA = "reconcile"
-MIGRATIONS = files("depot_reconciler") / "migrations"
+MIGRATIONS = Migrations(files("depot_reconciler") / "migrations", {"0003_outbox_json.sql": outbox_upgrade_ddl(SCHEMA)})
 
 
 @dataclass(frozen=True, slots=True)

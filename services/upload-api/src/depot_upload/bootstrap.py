@@ -13,12 +13,13 @@ import structlog
 from fastapi import FastAPI
 
 from depot_common.consumer import EventConsumer, running_consumer
-from depot_common.db import create_pool, keep_session, migrate
+from depot_common.db import Migrations, create_pool, keep_session, migrate
 from depot_common.events import COMPENSATIONS_TOPIC, DOCUMENTS_TOPIC, Service, ignored_by
 from depot_common.faults import CrashPoints
 from depot_common.health import dependency_checks
 from depot_common.lifecycle import background_task, every, run_until_signalled
 from depot_common.ops import ops_endpoints
+from depot_common.outbox import outbox_upgrade_ddl
 from depot_common.relay_process import run_outbox_relay
 from depot_common.resources import service_resources
 from depot_common.s3 import allow_browser_uploads, ensure_bucket, object_store, s3_client
@@ -47,7 +48,7 @@ from depot_upload.settings import UploadSettings
 
 log = structlog.get_logger(__name__)
 
-MIGRATIONS = files("depot_upload") / "migrations"
+MIGRATIONS = Migrations(files("depot_upload") / "migrations", {"0006_outbox_json.sql": outbox_upgrade_ddl(SCHEMA)})
 #: The topics the compensation worker reads; it executes upload-api's types of them and skips the rest.
 COMPENSATION_TOPICS = (COMPENSATIONS_TOPIC,)
 

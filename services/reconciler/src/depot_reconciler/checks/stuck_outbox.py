@@ -29,10 +29,7 @@ class UnpublishedEvent:
 
 async def list_unpublished(reads: Reads) -> AsyncIterator[UnpublishedEvent]:
     """Unpublished events of ``upload.outbox`` in id order."""
-    query = (
-        "SELECT id, event_id, topic, key, created_at FROM upload.outbox"
-        " WHERE published_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
-    )
+    query = "SELECT id, event_id, topic, key, created_at FROM upload.outbox WHERE id > $1 ORDER BY id LIMIT $2"
     async for row in keyset(reads.pool, query, key="id", start=0, page_size=reads.page_size):
         del row["id"]
         yield UnpublishedEvent(**row)

@@ -118,7 +118,7 @@ class PostgresDocuments:
                 "WITH saved AS (UPDATE upload.documents SET status = $2, size_bytes = $3, sha256 = $4, version = $5,"
                 f" updated_at = clock_timestamp() WHERE id = $1 AND version = $5 - 1 RETURNING {COLUMNS}),"
                 " queued AS (INSERT INTO upload.outbox (event_id, topic, key, value, headers)"
-                " SELECT $6::uuid, $7::text, $8::text, $9::jsonb, $10::jsonb FROM saved RETURNING 1)"
+                " SELECT $6::uuid, $7::text, $8::text, $9::json, $10::json FROM saved RETURNING 1)"
                 f" SELECT {COLUMNS} FROM saved, (SELECT count(pg_notify($11, '')) FROM queued) AS notified",
                 document.id,
                 str(document.status),

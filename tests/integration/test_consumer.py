@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,6 +274,36 @@ async def test_consecutive_records_of_a_partition_share_one_transaction(
     assert [text.split()[0] for text in found] == [text.upper() for text in texts]
     assert len({text.split()[1] for text in found}) == 1, "one transaction"
     assert sorted(reads) == [(text, True) for text in texts], "each read once, on the pool"
+
+
+async def test_a_staged_settle_spares_a_batch_its_reads_in_one_call(
+    scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """A Staged handler's settle is asked once for the whole batch; the events it settles are applied with what
+    it answered and never read, the others are read as before."""
+    settles: list[list[str]] = []
+    reads: list[str] = []
+
+    async def settle(db: Queryable, events: Sequence[CloudEvent[Any]]) -> list[str | None]:
+        settles.append([event.data.text for event in events])
+        return ["settled" if event.data.text.startswith("old") else None for event in events]
+
+    async def read(db: Queryable, event: CloudEvent[Any]) -> str:
+        reads.append(event.data.text)
+        return f"read {event.data.text}"
+
+    async def apply(conn: Connection, event: CloudEvent[Any], found: str) -> None:
+        await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1)", f"{event.data.text} {found}")
+
+    texts = ["new1", "old1", "new2", "old2"]
+    async with contextlib.asynccontextmanager(_consume_published)(
+        scratch, pg_pool, kafka_bootstrap, texts, Staged(read, apply, settle)
+    ):
+        expected = ["new1 read new1", "old1 settled", "new2 read new2", "old2 settled"]
+        found = await wait_for_effects(pg_pool, scratch.schema, expected)
+    assert found == sorted(expected)
+    assert settles == [texts], "one settle for the batch"
+    assert sorted(reads) == ["new1", "new2"], "settled events are not read"
 
 
 async def test_a_failing_event_in_a_batch_takes_no_other_event_to_the_dlq(

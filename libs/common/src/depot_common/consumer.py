@@ -8,7 +8,8 @@ Each message is handled in a PostgreSQL transaction that also records the event 
 only after that transaction committed. Consecutive records of one partition share one
 transaction (up to :data:`BATCH_MAX`): the inbox rows of all in one statement, then each new
 event's handler in order; a :class:`~depot_common.staged.Staged` handler's read (an S3
-download) runs before that transaction opens, those of a batch a few at a time. When
+download) runs before that transaction opens, those of a batch a few at a time, after one
+``settle`` of the batch has spared the events that need none (stale ones). When
 anything in a batch fails, it rolls back whole and its records are handled one at a time as
 below, so a bad event never takes good ones to the DLQ.
 
@@ -418,7 +419,7 @@ class EventConsumer:
             await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _apply(self, event: CloudEvent[Any], handler: Handler) -> bool:
-        found = await handler.read(self._pool, event) if isinstance(handler, Staged) else None
+        found = await handler.prepare(self._pool, event) if isinstance(handler, Staged) else None
         async with self._pool.acquire() as conn, conn.transaction():
             fresh = await conn.fetchval(
                 f"INSERT INTO {self._schema}.processed_events (event_id) VALUES ($1)"
@@ -455,16 +456,18 @@ class EventConsumer:
     async def _apply_all(self, batch: list[_Inbound], spans: list[Span]) -> list[bool]:
         events = [item.event for item in batch if item.event is not None]
         handlers = [item.handler for item in batch if item.handler is not None]
+        with tracing.within(spans[0]):  # like the batch's BEGIN, inbox INSERT and COMMIT
+            settled = await self._settle_batch(events, handlers)
         reading = asyncio.Semaphore(READ_CONCURRENCY)
 
-        async def read(item: _Inbound, event: CloudEvent[Any], handler: Handler, span: Span) -> Any:
-            if not isinstance(handler, Staged):
-                return None
+        async def read(item: _Inbound, event: CloudEvent[Any], handler: Handler, span: Span, early: Any) -> Any:
+            if not isinstance(handler, Staged) or early is not None:
+                return early
             async with reading:
                 with tracing.within(span), self._bound(item):
                     return await handler.read(self._pool, event)
 
-        found = await asyncio.gather(*map(read, batch, events, handlers, spans))
+        found = await asyncio.gather(*map(read, batch, events, handlers, spans, settled))
         async with self._pool.acquire() as conn:
             with tracing.within(spans[0]):
                 async with conn.transaction():
@@ -487,6 +490,18 @@ class EventConsumer:
                                 await handler(conn, event)
                         applied.append(True)
         return applied
+
+    async def _settle_batch(self, events: list[CloudEvent[Any]], handlers: list[Handler]) -> list[Any]:
+        """Per event, what its :class:`~depot_common.staged.Staged` handler settled without a read (one ``settle``
+        per handler for the whole batch), else ``None``."""
+        settled: list[Any] = [None] * len(events)
+        staged = {id(handler): handler for handler in handlers if isinstance(handler, Staged)}
+        for handler in staged.values():
+            positions = [number for number, other in enumerate(handlers) if other is handler]
+            answers = await handler.settled(self._pool, [events[number] for number in positions])
+            for number, answer in zip(positions, answers, strict=True):
+                settled[number] = answer
+        return settled
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: Exception, *, attempts: int) -> bool:
         """Publish ``record`` to its DLQ (waiting out a broker outage); False if left unsettled."""

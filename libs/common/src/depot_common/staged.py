@@ -8,14 +8,18 @@ change state), and ``apply(conn, event, what_read_returned)`` runs inside it. So
 never holds a transaction (nor a connection) open, and the events of a partition's batch are
 read concurrently, then applied in order in one transaction.
 
-A ``Staged`` is also an ordinary handler: called as ``handler(conn, event)`` it reads and
-applies on ``conn`` (tests and callers that hold their own transaction use it so). This module
+An optional ``settle(db, events)`` answers for a whole batch in one query which events need no
+read (a stale event: its result instead of a read), so a batch costs one check, not one per
+event; ``read`` then runs only for the others.
+
+A ``Staged`` is also an ordinary handler: called as ``handler(conn, event)`` it settles, reads
+and applies on ``conn`` (tests and callers that hold their own transaction use it so). This module
 imports neither aiokafka nor the consumer, so handler modules can use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -31,10 +35,22 @@ Queryable: TypeAlias = "Connection | asyncpg.Pool[asyncpg.Record]"
 
 @dataclass(frozen=True)
 class Staged(Generic[T]):
-    """``read`` outside the transaction (no state change), then ``apply`` with its result inside it."""
+    """``read`` outside the transaction (no state change), then ``apply`` with its result inside it; ``settle``
+    (optional, no state change either) gives, per event of a batch, what ``apply`` gets without a read, or
+    ``None`` for an event that must be read."""
 
     read: Callable[[Queryable, CloudEvent[Any]], Awaitable[T]]
     apply: Callable[[Connection, CloudEvent[Any], T], Awaitable[None]]
+    settle: Callable[[Queryable, Sequence[CloudEvent[Any]]], Awaitable[Sequence[T | None]]] | None = None
+
+    async def settled(self, db: Queryable, events: Sequence[CloudEvent[Any]]) -> Sequence[T | None]:
+        """``settle``'s answer for ``events`` (all ``None`` without one)."""
+        return [None] * len(events) if self.settle is None else await self.settle(db, events)
+
+    async def prepare(self, db: Queryable, event: CloudEvent[Any]) -> T:
+        """What ``apply`` gets for one event: settled, or read."""
+        [found] = await self.settled(db, [event])
+        return await self.read(db, event) if found is None else found
 
     async def __call__(self, conn: Connection, event: CloudEvent[Any]) -> None:
-        await self.apply(conn, event, await self.read(conn, event))
+        await self.apply(conn, event, await self.prepare(conn, event))

@@ -12,7 +12,7 @@ transaction; ``depot-indexer relay`` publishes it to ``depot.index.v1``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from depot_common.events import (
     handler_table,
     type_of,
 )
-from depot_common.outbox import enqueue
+from depot_common.outbox import outbox_row
 from depot_common.staged import Queryable, Staged
 from depot_indexer import repository
 from depot_indexer.domain import IndexEntry
@@ -68,25 +68,26 @@ def build_handlers(
 ) -> dict[str, tuple[type[BaseModel], EventHandler]]:
     """The ``EventConsumer`` handler table: event type → (data model, handler).
 
-    ``document.stored`` is :class:`~depot_common.staged.Staged`: the version check and the S3 read
-    (and extraction) run before the consumer opens its transaction, the entry and its outcome event
-    are written in it.
+    ``document.stored`` is :class:`~depot_common.staged.Staged`: the version check (one query per
+    batch) and the S3 read (and extraction) run before the consumer opens its transaction, the entry
+    and its outcome event are written in it, by one statement.
     """
 
-    async def read(db: Queryable, data: DocumentStored) -> Read:
-        """Outside the transaction: the document's text, unless the index already holds this or a newer version
-        (then nothing is downloaded: versions in the index only grow, so the event stays stale)."""
-        known = await repository.version_of(db, data.document_id)
-        if known is not None and known >= data.version:
-            return Read(stale_behind=known)
+    async def download(data: DocumentStored) -> Read:
+        """The document's text, or why there is none."""
         try:
             body = await _extract(blobs, data, max_object_bytes=max_object_bytes, max_text_chars=max_text_chars)
         except ExtractionError as error:
             return Read(failure=error.reason)
         return Read(body=body)
 
+    async def read(db: Queryable, data: DocumentStored) -> Read:
+        """Outside the transaction: the document's text, unless the index already holds this or a newer version
+        (then nothing is downloaded: versions in the index only grow, so the event stays stale)."""
+        return _stale(await repository.version_of(db, data.document_id), data) or await download(data)
+
     async def apply(conn: Connection, data: DocumentStored, found: Read) -> None:
-        """In the transaction: write the entry (version-checked again) and its outcome event."""
+        """In the transaction: write the entry (version-checked again) and, with it, its outcome event."""
         if found.stale_behind is not None:
             log.info(
                 "index.stale_event",
@@ -106,16 +107,23 @@ def build_handlers(
             body=found.body,
             extraction_failure=found.failure,
         )
-        if await repository.upsert_entry(conn, entry):
+        outcome = _outcome(data, text_chars=len(found.body), failure=found.failure)
+        if await repository.upsert_entry(conn, entry, outbox=outcome):
             log.info(
                 "index.updated", document_id=str(data.document_id), version=data.version, body_chars=len(found.body)
             )
-            await _report(conn, data, text_chars=len(found.body), failure=found.failure)
+            if found.failure is not None:
+                log.warning("index.extraction_failed", document_id=str(data.document_id), reason=found.failure)
         else:
             log.info("index.stale_event", document_id=str(data.document_id), version=data.version)
 
+    async def settle_stored(db: Queryable, events: Sequence[CloudEvent[Any]]) -> list[Read | None]:
+        """A batch's stale events (one query for all): nothing to download for them."""
+        known = await repository.versions_of(db, [event.data.document_id for event in events])
+        return [_stale(known.get(event.data.document_id), event.data) for event in events]
+
     async def read_stored(db: Queryable, event: CloudEvent[Any]) -> Read:
-        return await read(db, event.data)
+        return await download(event.data)
 
     async def apply_stored(conn: Connection, event: CloudEvent[Any], found: Read) -> None:
         await apply(conn, event.data, found)
@@ -161,7 +169,7 @@ def build_handlers(
 
     return handler_table(
         {
-            DocumentStored: Staged(read_stored, apply_stored),
+            DocumentStored: Staged(read_stored, apply_stored, settle_stored),
             DocumentDeleted: on_deleted,
             DocumentFailed: on_failed,
             Reindex: on_reindex,
@@ -170,8 +178,13 @@ def build_handlers(
     )
 
 
-async def _report(conn: Connection, data: DocumentStored, *, text_chars: int, failure: str | None) -> None:
-    """Write ``document.indexed`` or ``document.index_failed`` into ``search.outbox`` (the caller's transaction)."""
+def _stale(known: int | None, data: DocumentStored) -> Read | None:
+    """``data``'s read when the index already holds its version or a newer one (``known``), else ``None``."""
+    return Read(stale_behind=known) if known is not None and known >= data.version else None
+
+
+def _outcome(data: DocumentStored, *, text_chars: int, failure: str | None) -> tuple[Any, ...]:
+    """The ``search.outbox`` row of ``document.indexed`` (or ``document.index_failed``), written with the entry."""
     outcome: DocumentIndexed | DocumentIndexFailed
     if failure is None:
         outcome = DocumentIndexed(
@@ -181,14 +194,13 @@ async def _report(conn: Connection, data: DocumentStored, *, text_chars: int, fa
         outcome = DocumentIndexFailed(
             document_id=data.document_id, owner_id=data.owner_id, version=data.version, reason=failure
         )
-        log.warning("index.extraction_failed", document_id=str(data.document_id), reason=failure)
     event = CloudEvent[Any](
         source=SOURCE,
         type=type_of(type(outcome)),
         subject=str(data.document_id),
         data=outcome,
     )
-    await enqueue(conn, repository.SCHEMA, topic=INDEX_TOPIC, key=str(data.document_id), event=event)
+    return outbox_row(topic=INDEX_TOPIC, key=str(data.document_id), event=event)
 
 
 async def _extract(blobs: BlobReader, data: DocumentStored, *, max_object_bytes: int, max_text_chars: int) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import html
 import uuid
-from typing import TypeAlias
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import asyncpg
 import structlog
 
 from depot_common.db import Connection
+from depot_common.outbox import channel
 from depot_indexer.domain import Cursor, IndexedEntry, IndexEntry, SearchHit, SearchPage
 
 log = structlog.get_logger(__name__)
@@ -41,6 +43,15 @@ ON CONFLICT (document_id) DO UPDATE SET
     body = EXCLUDED.body, extraction_failure = EXCLUDED.extraction_failure, indexed_at = EXCLUDED.indexed_at
 WHERE e.version < EXCLUDED.version
 RETURNING true
+"""
+
+#: :data:`_UPSERT` and, only when it wrote the entry, an outbox row ($10-$14) and its notification ($15).
+_UPSERT_QUEUED = f"""
+WITH entry AS ({_UPSERT}), queued AS (
+    INSERT INTO search.outbox (event_id, topic, key, value, headers)
+    SELECT $10::uuid, $11::text, $12::text, $13::json, $14::json FROM entry RETURNING 1
+)
+SELECT count(pg_notify($15, '')) > 0 FROM queued
 """
 
 #: A body this short cannot make a tsvector over PostgreSQL's 1 MB limit (at most 4 bytes per character
@@ -94,20 +105,30 @@ async def version_of(conn: Executor, document_id: uuid.UUID) -> int | None:
     return version
 
 
-async def upsert_entry(conn: Connection, entry: IndexEntry) -> bool:
-    """Index ``entry`` unless the index already holds this or a newer version.
+async def versions_of(conn: Executor, document_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The version the index holds (indexed or tombstone) of each of ``document_ids`` it knows."""
+    rows = await conn.fetch(
+        "SELECT document_id, version FROM search.index_entries WHERE document_id = ANY($1::uuid[])", document_ids
+    )
+    return {row["document_id"]: row["version"] for row in rows}
+
+
+async def upsert_entry(conn: Connection, entry: IndexEntry, *, outbox: tuple[Any, ...] | None = None) -> bool:
+    """Index ``entry`` unless the index already holds this or a newer version; with it, in the same statement,
+    the ``outbox`` row (``depot_common.outbox.outbox_row``) and its notification, when given.
 
     Returns whether the entry was written. A body whose tsvector exceeds PostgreSQL's 1 MB
     limit is halved until it fits (in a savepoint, so the caller's transaction survives); a body
     of at most :data:`SMALL_BODY_CHARS` characters cannot reach it and is written without one.
     """
     body = entry.body
+    statement, extra = (_UPSERT, ()) if outbox is None else (_UPSERT_QUEUED, (*outbox, channel(SCHEMA)))
     if len(body) <= SMALL_BODY_CHARS:
-        return bool(await conn.fetchval(_UPSERT, *_upsert_args(entry, body)))
+        return bool(await conn.fetchval(statement, *_upsert_args(entry, body), *extra))
     while True:
         try:
             async with conn.transaction():
-                applied = await conn.fetchval(_UPSERT, *_upsert_args(entry, body))
+                applied = await conn.fetchval(statement, *_upsert_args(entry, body), *extra)
             return bool(applied)
         except asyncpg.ProgramLimitExceededError:
             if not body:

@@ -42,9 +42,10 @@ from benchmarks.load import Batch, latency_summary, percentile, timed
 from benchmarks.report import Check, Result, table
 from benchmarks.stack import Service, Stack
 from depot_common.db import advisory_key, init_connection
-from depot_common.kafka import Headers, Record, RelayProducer, ensure_topics, make_producer, make_relay_producer
+from depot_common.kafka import ensure_topics, make_producer
 from depot_common.logging import configure_logging
 from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
+from depot_common.relay_producer import Headers, Record, RelayProducer, make_relay_producer
 from depot_upload.settings import UploadSettings
 
 NAME = "relay"
@@ -101,7 +102,7 @@ async def produce_as_the_relay(
 
 def _record(topic: str, message: Message) -> Record:
     headers: Headers = dict(message.headers)
-    return Record(topic, message.key, message.value, headers)
+    return (topic, message.key, message.value, headers)
 
 
 async def _drain_with_relay(

@@ -11,8 +11,8 @@ import pytest
 
 from depot_common.consumer import EventConsumer
 from depot_common.db import create_pool, migrate
-from depot_common.kafka import make_relay_producer
 from depot_common.outbox import OutboxRelay
+from depot_common.relay_producer import make_relay_producer
 from depot_common.s3 import s3_client
 from depot_devstack import servers
 from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS

@@ -28,8 +28,9 @@ from prometheus_client import REGISTRY
 from depot_common.consumer import EventConsumer
 from depot_common.db import migrate
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent, DocumentStored, encode
-from depot_common.kafka import ensure_topics, make_consumer, make_producer, make_relay_producer
+from depot_common.kafka import ensure_topics, make_consumer, make_producer
 from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl
+from depot_common.relay_producer import make_relay_producer
 from depot_devstack import servers
 from depot_indexer.bootstrap import MIGRATIONS as SEARCH_MIGRATIONS
 from depot_indexer.handlers import build_handlers

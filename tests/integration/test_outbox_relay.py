@@ -19,8 +19,9 @@ from pydantic import BaseModel
 
 from depot_common.db import create_pool
 from depot_common.events import DOCUMENTS_TOPIC, CloudEvent
-from depot_common.kafka import ensure_topics, make_relay_producer
+from depot_common.kafka import ensure_topics
 from depot_common.outbox import OutboxRelay, enqueue, outbox_ddl, outbox_upgrade_ddl
+from depot_common.relay_producer import make_relay_producer
 from depot_devstack import servers
 from depot_upload.settings import UploadSettings
 from tests.conftest import background

@@ -11,11 +11,11 @@ and ``Retry-After``; consumers pause and wait it out (docs/api.md, docs/events.m
 from __future__ import annotations
 
 import re
+import sys
 from types import TracebackType
 
 import aiohttp
 import asyncpg
-import confluent_kafka
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -34,7 +34,6 @@ DRIVER_ERRORS: tuple[type[Exception], ...] = (
     BotoConnectionError,
     ClientError,
     KafkaError,
-    confluent_kafka.KafkaException,
     aiohttp.ClientError,
     ObstoreError,
 )
@@ -61,19 +60,6 @@ _DRIVER_MODULES: tuple[tuple[str, Dependency], ...] = (
     ("aiohttp", "s3"),
     ("aiokafka", "kafka"),
     ("confluent_kafka", "kafka"),
-)
-#: librdkafka's errors (the outbox relay's producer) that say the broker is unreachable or too slow, besides
-#: those it flags retriable itself.
-_LIBRDKAFKA_OUTAGES = frozenset(
-    {
-        confluent_kafka.KafkaError._MSG_TIMED_OUT,
-        confluent_kafka.KafkaError._TIMED_OUT,
-        confluent_kafka.KafkaError._TRANSPORT,
-        confluent_kafka.KafkaError._ALL_BROKERS_DOWN,
-        confluent_kafka.KafkaError._RESOLVE,
-        confluent_kafka.KafkaError.REQUEST_TIMED_OUT,
-        confluent_kafka.KafkaError.NETWORK_EXCEPTION,
-    }
 )
 
 
@@ -125,18 +111,14 @@ def _dependency_of(error: BaseException) -> Dependency | None:
         return "kafka"
     if isinstance(error, KafkaError):
         return "kafka" if error.retriable else None
-    if isinstance(error, confluent_kafka.KafkaException):
-        return _librdkafka_dependency(error)
+    if "confluent_kafka" in sys.modules:  # an error of librdkafka's exists only where it was loaded (relays)
+        from depot_common import relay_producer
+
+        if (dependency := relay_producer.dependency_of(error)) is not None:
+            return dependency
     if isinstance(error, OSError):  # refused, reset, timed out: whose socket was it?
         return _driver_in(error.__traceback__)
     return None
-
-
-def _librdkafka_dependency(error: confluent_kafka.KafkaException) -> Dependency | None:
-    kafka_error = error.args[0] if error.args else None
-    if not isinstance(kafka_error, confluent_kafka.KafkaError):
-        return None
-    return "kafka" if kafka_error.retriable() or kafka_error.code() in _LIBRDKAFKA_OUTAGES else None
 
 
 def _driver_in(traceback: TracebackType | None) -> Dependency | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
@@ -30,7 +30,9 @@ from depot_common import tracing
 from depot_common.db import Connection, advisory_key, identifier, init_connection
 from depot_common.events.envelope import CONTENT_TYPE, CloudEvent
 from depot_common.faults import CrashPoints
-from depot_common.kafka import Headers, Record, RelayProducer
+
+if TYPE_CHECKING:  # librdkafka is loaded by relay processes only (depot_common.relay_process)
+    from depot_common.relay_producer import Headers, RelayProducer
 
 log = structlog.get_logger(__name__)
 
@@ -222,12 +224,12 @@ class OutboxRelay:
         if tracing.enabled():
             spans = [tracing.start_publish(row["topic"], row["key"], row["headers"].get("traceparent")) for row in rows]
             records = [
-                Record(row["topic"], row["key"], row["value"], _traced(row["headers"], tracing.traceparent_of(span)))
+                (row["topic"], row["key"], row["value"], _traced(row["headers"], tracing.traceparent_of(span)))
                 for row, span in zip(rows, spans, strict=True)
             ]
         else:  # no-op spans would carry the stored traceparent unchanged: skip making them
             spans = []
-            records = [Record(row["topic"], row["key"], row["value"], row["headers"]) for row in rows]
+            records = [(row["topic"], row["key"], row["value"], row["headers"]) for row in rows]
         delivery = asyncio.ensure_future(self._producer.send(records))
         return _Sending([row["id"] for row in rows], spans, delivery)
 

@@ -1,4 +1,8 @@
-"""The outbox relay as a process: what each service's ``relay`` command (upload, indexer, reconciler) runs."""
+"""The outbox relay as a process: what each service's ``relay`` command (upload, indexer, reconciler) runs.
+
+librdkafka (:mod:`depot_common.relay_producer`) is loaded when the command runs, not when a service's
+wiring imports this module: the HTTP servers and consumers never load it (~14 MiB of RSS each).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,9 @@ async def run_outbox_relay(
     finally:
         await pool.close()
     await kafka.ensure_topics(settings.kafka_servers, {topic: partitions})
-    producer = kafka.make_relay_producer(settings.kafka_servers)
+    from depot_common.relay_producer import make_relay_producer
+
+    producer = make_relay_producer(settings.kafka_servers)
     await producer.start()
     relay = OutboxRelay(
         dsn=settings.database_url,

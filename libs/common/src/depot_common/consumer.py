@@ -321,13 +321,17 @@ class EventConsumer:
 
     @contextlib.contextmanager
     def _bound(self, item: _Inbound) -> Iterator[None]:
-        """Log lines name the record (and its event) while it is handled."""
+        """Log lines name the record (and its event) while it is handled (bound, then reset to what they were:
+        ``bound_contextvars`` without its walk over every context variable)."""
         record = item.record
         fields: dict[str, Any] = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         if item.event is not None and item.handler is not None:
             fields |= {"event_id": str(item.event.id), "event_type": item.event.type}
-        with structlog.contextvars.bound_contextvars(**fields):
+        tokens = structlog.contextvars.bind_contextvars(**fields)
+        try:
             yield
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> tuple[CloudEvent[Any], Handler | None]:
         if record.value is None:
@@ -345,7 +349,7 @@ class EventConsumer:
             data = model.model_validate(raw.data)
         except ValidationError as error:
             raise PermanentError(f"{raw.type} data violates its schema: {error}") from None
-        return CloudEvent[Any](**{**raw.model_dump(exclude={"data"}), "data": data}), handler
+        return raw.model_copy(update={"data": data}), handler  # the envelope was validated above
 
     async def _apply_with_retries(
         self, record: ConsumerRecord[bytes, bytes], event: CloudEvent[Any], handler: Handler

@@ -51,6 +51,8 @@ INLINE_EXTRACTION_BYTES = 64 * 1024
 
 #: The CloudEvents ``source`` of the events the indexer publishes.
 SOURCE = "depot/indexer"
+#: Their envelope class, parametrised once (``CloudEvent[Any]`` looks its class up in pydantic's cache each time).
+_OUTCOME_EVENT: type[CloudEvent[Any]] = CloudEvent[Any]
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def _outcome(data: DocumentStored, *, text_chars: int, failure: str | None) -> t
         outcome = DocumentIndexFailed(
             document_id=data.document_id, owner_id=data.owner_id, version=data.version, reason=failure
         )
-    event = CloudEvent[Any](
+    event = _OUTCOME_EVENT(
         source=SOURCE,
         type=type_of(type(outcome)),
         subject=str(data.document_id),

@@ -5,66 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
-from pydantic import BaseModel
 
 from depot_common import tracing
-from depot_common.consumer import EventConsumer, dlq_topic, inbox_ddl
+from depot_common.consumer import EventConsumer, dlq_topic
 from depot_common.db import Connection
 from depot_common.errors import BadRequest, Unavailable
 from depot_common.events import CloudEvent, encode
-from depot_common.kafka import ensure_topics, make_consumer, make_producer
+from depot_common.kafka import make_consumer
 from depot_common.staged import Queryable, Staged
-from tests.conftest import background
+from tests.consumer_helpers import Scratch, effects, note, running_consumer, scratch_world, wait_for_effects
 from tests.kafka_helpers import read_until
-
-
-class Note(BaseModel):
-    text: str
-
-
-@dataclass
-class Scratch:
-    schema: str
-    topic: str
-    group: str
-    producer: AIOKafkaProducer
-    failures: dict[str, int] = field(default_factory=dict)
 
 
 @pytest.fixture
 async def scratch(pg_pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[Scratch]:
     """A schema with an inbox and an effects table, a fresh topic and its DLQ."""
-    schema = f"consumer_{secrets.token_hex(4)}"
-    topic, group = f"test.{schema}", f"group-{schema}"
-    await pg_pool.execute(f"CREATE SCHEMA {schema}")
-    await pg_pool.execute(inbox_ddl(schema))
-    await pg_pool.execute(f"CREATE TABLE {schema}.effects (text text NOT NULL)")
-    await ensure_topics([kafka_bootstrap], {topic: 1, dlq_topic(topic, group): 1})
-    producer = make_producer([kafka_bootstrap])
-    await producer.start()
-    yield Scratch(schema, topic, group, producer)
-    await producer.stop()
-    await pg_pool.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-def note(text: str, type_: str = "test.note") -> CloudEvent[Any]:
-    return CloudEvent[Note](source="test", type=type_, subject=text, data=Note(text=text))
+    async with scratch_world(pg_pool, kafka_bootstrap, prefix="consumer", partitions=1) as world:
+        yield world
 
 
 @pytest.fixture
 async def running(scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[EventConsumer]:
     """An EventConsumer over the scratch topic whose handler records each note's text."""
 
-    async def record(conn: asyncpg.Connection, event: CloudEvent[Any]) -> None:
+    async def record(conn: Connection, event: CloudEvent[Any]) -> None:
         text = event.data.text
         if text.startswith("flaky") and scratch.failures.get(text, 0) < 2:
             scratch.failures[text] = scratch.failures.get(text, 0) + 1
@@ -77,36 +48,9 @@ async def running(scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str)
             text = f"{text} {tracing.current_traceparent()}"  # what an event enqueued here would carry
         await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1)", text)
 
-    consumer = make_consumer([kafka_bootstrap], scratch.topic, group_id=scratch.group, session_timeout_ms=2000)
-    await consumer.start()
-    event_consumer = EventConsumer(
-        consumer=consumer,
-        producer=scratch.producer,
-        pool=pg_pool,
-        schema=scratch.schema,
-        group=scratch.group,
-        handlers={"test.note": (Note, record)},
-        ignored_types=frozenset({"test.other"}),
-        max_attempts=3,
-        backoff_base=0.01,
-    )
-    async with background(event_consumer.run()):
+    options = {"ignored_types": frozenset({"test.other"}), "max_attempts": 3}
+    async with running_consumer(scratch, pg_pool, kafka_bootstrap, record, **options) as event_consumer:
         yield event_consumer
-    await consumer.stop()
-
-
-async def effects(pool: asyncpg.Pool, schema: str) -> list[str]:
-    return [row["text"] for row in await pool.fetch(f"SELECT text FROM {schema}.effects ORDER BY text")]
-
-
-async def wait_for_effects(pool: asyncpg.Pool, schema: str, expected: list[str], timeout: float = 10) -> list[str]:
-    found: list[str] = []
-    for _ in range(int(timeout / 0.1)):
-        found = await effects(pool, schema)
-        if found == sorted(expected):
-            break
-        await asyncio.sleep(0.1)
-    return found
 
 
 async def send(
@@ -223,6 +167,7 @@ async def test_types_owned_by_another_consumer_are_skipped(
     assert await read_until(kafka_bootstrap, dlq_topic(scratch.topic, scratch.group), lambda rs: False, timeout=1) == []
 
 
+@contextlib.asynccontextmanager
 async def _consume_published(
     scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str, texts: list[str], handler: Any
 ) -> AsyncIterator[EventConsumer]:
@@ -230,23 +175,8 @@ async def _consume_published(
     worker together), then run an EventConsumer with ``handler`` over them."""
     futures = [await scratch.producer.send(scratch.topic, value=encode(note(text)), key=b"k") for text in texts]
     await asyncio.gather(*futures)
-    consumer = make_consumer([kafka_bootstrap], scratch.topic, group_id=scratch.group, session_timeout_ms=2000)
-    await consumer.start()
-    event_consumer = EventConsumer(
-        consumer=consumer,
-        producer=scratch.producer,
-        pool=pg_pool,
-        schema=scratch.schema,
-        group=scratch.group,
-        handlers={"test.note": (Note, handler)},
-        max_attempts=2,
-        backoff_base=0.01,
-    )
-    try:
-        async with background(event_consumer.run()):
-            yield event_consumer
-    finally:
-        await consumer.stop()
+    async with running_consumer(scratch, pg_pool, kafka_bootstrap, handler, max_attempts=2) as event_consumer:
+        yield event_consumer
 
 
 async def test_consecutive_records_of_a_partition_share_one_transaction(
@@ -264,9 +194,7 @@ async def test_consecutive_records_of_a_partition_share_one_transaction(
         await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1 || ' ' || txid_current())", found)
 
     texts = [f"n{number}" for number in range(6)]
-    async with contextlib.asynccontextmanager(_consume_published)(
-        scratch, pg_pool, kafka_bootstrap, texts, Staged(read, apply)
-    ):
+    async with _consume_published(scratch, pg_pool, kafka_bootstrap, texts, Staged(read, apply)):
         for _ in range(100):
             if len(found := await effects(pg_pool, scratch.schema)) == len(texts):
                 break
@@ -296,9 +224,7 @@ async def test_a_staged_settle_spares_a_batch_its_reads_in_one_call(
         await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1)", f"{event.data.text} {found}")
 
     texts = ["new1", "old1", "new2", "old2"]
-    async with contextlib.asynccontextmanager(_consume_published)(
-        scratch, pg_pool, kafka_bootstrap, texts, Staged(read, apply, settle)
-    ):
+    async with _consume_published(scratch, pg_pool, kafka_bootstrap, texts, Staged(read, apply, settle)):
         expected = ["new1 read new1", "old1 settled", "new2 read new2", "old2 settled"]
         found = await wait_for_effects(pg_pool, scratch.schema, expected)
     assert found == sorted(expected)
@@ -320,7 +246,7 @@ async def test_a_failing_event_in_a_batch_takes_no_other_event_to_the_dlq(
         await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1)", event.data.text)
 
     texts = ["a", "b", "bad", "c", "d"]
-    async with contextlib.asynccontextmanager(_consume_published)(scratch, pg_pool, kafka_bootstrap, texts, record):
+    async with _consume_published(scratch, pg_pool, kafka_bootstrap, texts, record):
         found = await wait_for_effects(pg_pool, scratch.schema, ["a", "b", "c", "d"])
         dead = await read_until(kafka_bootstrap, dlq_topic(scratch.topic, scratch.group), lambda rs: len(rs) >= 1)
     assert found == ["a", "b", "c", "d"]

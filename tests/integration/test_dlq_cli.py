@@ -8,45 +8,28 @@ import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from aiokafka.structs import RecordMetadata
-from pydantic import BaseModel
 
 from depot_common.cli import main
-from depot_common.consumer import EventConsumer, dlq_topic, inbox_ddl
+from depot_common.consumer import EventConsumer, dlq_topic
 from depot_common.db import Connection
 from depot_common.dlq import REDRIVEN_FROM
 from depot_common.errors import BadRequest, Unavailable
 from depot_common.events import CONTENT_TYPE, CloudEvent, DocumentDeleted, DocumentStored, encode
-from depot_common.kafka import ensure_topics, make_consumer, make_producer
+from depot_common.kafka import ensure_topics, make_producer
 from depot_common.tracing import new_traceparent
 from tests.conftest import background
+from tests.consumer_helpers import Scratch, note, running_consumer, scratch_world, wait_for_effects
 from tests.kafka_helpers import read_until
 
 EVENTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
-
-
-class Note(BaseModel):
-    text: str
-
-
-@dataclass
-class Scratch:
-    schema: str
-    topic: str
-    group: str
-    producer: AIOKafkaProducer
-    broken: set[str] = field(default_factory=set)
-
-    @property
-    def dlq(self) -> str:
-        return dlq_topic(self.topic, self.group)
 
 
 @dataclass
@@ -71,17 +54,8 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, kaf
 @pytest.fixture
 async def scratch(pg_pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[Scratch]:
     """A schema with an inbox and an effects table, a fresh two-partition topic and its DLQ."""
-    schema = f"dlq_{secrets.token_hex(4)}"
-    topic, group = f"test.{schema}", f"group-{schema}"
-    await pg_pool.execute(f"CREATE SCHEMA {schema}")
-    await pg_pool.execute(inbox_ddl(schema))
-    await pg_pool.execute(f"CREATE TABLE {schema}.effects (text text NOT NULL)")
-    await ensure_topics([kafka_bootstrap], {topic: 2, dlq_topic(topic, group): 1})
-    producer = make_producer([kafka_bootstrap])
-    await producer.start()
-    yield Scratch(schema, topic, group, producer)
-    await producer.stop()
-    await pg_pool.execute(f"DROP SCHEMA {schema} CASCADE")
+    async with scratch_world(pg_pool, kafka_bootstrap, prefix="dlq", partitions=2) as world:
+        yield world
 
 
 @pytest.fixture
@@ -96,25 +70,8 @@ async def running(scratch: Scratch, pg_pool: asyncpg.Pool, kafka_bootstrap: str)
             raise BadRequest("never acceptable")
         await conn.execute(f"INSERT INTO {scratch.schema}.effects (text) VALUES ($1)", text)
 
-    consumer = make_consumer([kafka_bootstrap], scratch.topic, group_id=scratch.group, session_timeout_ms=2000)
-    await consumer.start()
-    event_consumer = EventConsumer(
-        consumer=consumer,
-        producer=scratch.producer,
-        pool=pg_pool,
-        schema=scratch.schema,
-        group=scratch.group,
-        handlers={"test.note": (Note, record)},
-        max_attempts=2,
-        backoff_base=0.01,
-    )
-    async with background(event_consumer.run()):
+    async with running_consumer(scratch, pg_pool, kafka_bootstrap, record, max_attempts=2) as event_consumer:
         yield event_consumer
-    await consumer.stop()
-
-
-def note(text: str) -> CloudEvent[Any]:
-    return CloudEvent[Note](source="test", type="test.note", subject=text, data=Note(text=text))
 
 
 TRACEPARENT = new_traceparent()
@@ -127,20 +84,6 @@ async def send(scratch: Scratch, value: bytes, key: bytes) -> RecordMetadata:
         scratch.topic, value=value, key=key, headers=HEADERS
     )
     return metadata
-
-
-async def effects(pool: asyncpg.Pool, schema: str) -> list[str]:
-    return [row["text"] for row in await pool.fetch(f"SELECT text FROM {schema}.effects ORDER BY text")]
-
-
-async def wait_for_effects(pool: asyncpg.Pool, schema: str, expected: list[str], timeout: float = 15) -> list[str]:
-    found: list[str] = []
-    for _ in range(int(timeout / 0.1)):
-        found = await effects(pool, schema)
-        if found == sorted(expected):
-            break
-        await asyncio.sleep(0.1)
-    return found
 
 
 async def dead_letters(bootstrap: str, scratch: Scratch, count: int) -> list[ConsumerRecord[bytes, bytes]]:

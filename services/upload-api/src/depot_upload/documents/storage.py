@@ -58,7 +58,11 @@ class S3BlobStore:
     ) -> StoredBlob:
         digest = hashlib.sha256()
         size = 0
-        buffer = io.BytesIO()  # handed to botocore as a stream: no copy of the part is ever made
+        # the chunks of the part being received, joined once when it is complete (one copy of each byte: a
+        # BytesIO written chunk by chunk copied each of them and grew by copying again); a body that came in
+        # one chunk is sent as it is
+        held: list[bytes] = []
+        held_size = 0
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         in_flight: asyncio.Task[dict[str, Any]] | None = None  # one part uploads while the next arrives
@@ -68,8 +72,9 @@ class S3BlobStore:
                 if size > max_bytes:
                     raise PayloadTooLarge(f"file exceeds the {max_bytes}-byte limit", max_bytes=max_bytes)
                 digest.update(chunk)
-                buffer.write(chunk)
-                if buffer.tell() >= self._part_size:
+                held.append(chunk)
+                held_size += len(chunk)
+                if held_size >= self._part_size:
                     if upload_id is None:
                         created = await self._s3.create_multipart_upload(
                             Bucket=self._bucket, Key=key, ContentType=content_type
@@ -78,16 +83,18 @@ class S3BlobStore:
                     if in_flight is not None:
                         parts.append(await in_flight)
                         self._crash.reached("after_part", key=key, parts=len(parts))
-                    in_flight = asyncio.create_task(self._upload_part(key, upload_id, len(parts) + 1, buffer))
-                    buffer = io.BytesIO()
+                    part = b"".join(held)
+                    held.clear()
+                    held_size = 0
+                    in_flight = asyncio.create_task(self._upload_part(key, upload_id, len(parts) + 1, part))
             if upload_id is None:
-                await self._put_object(key, buffer, content_type)
+                await self._put_object(key, b"".join(held), content_type)
             else:
                 if in_flight is not None:
                     parts.append(await in_flight)
                     in_flight = None
-                if buffer.tell():
-                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, buffer))
+                if held_size:
+                    parts.append(await self._upload_part(key, upload_id, len(parts) + 1, b"".join(held)))
                 await self._s3.complete_multipart_upload(
                     Bucket=self._bucket,
                     Key=key,
@@ -110,7 +117,7 @@ class S3BlobStore:
             raise
         return StoredBlob(size_bytes=size, sha256=digest.hexdigest())
 
-    async def _put_object(self, key: str, body: io.BytesIO, content_type: str) -> None:
+    async def _put_object(self, key: str, body: bytes, content_type: str) -> None:
         """One conditional ``PutObject`` (``If-None-Match: *``) of the buffered body, its ``x-amz-checksum-sha256``
         computed by obstore from the same bytes; never a multipart upload underneath (that would not be
         conditional), whatever obstore's own chunk size."""
@@ -119,7 +126,7 @@ class S3BlobStore:
                 await obstore.put_async(
                     self._objects,
                     key,
-                    body.getbuffer(),
+                    body,
                     mode="create",
                     attributes={"Content-Type": content_type},
                     use_multipart=False,
@@ -129,14 +136,14 @@ class S3BlobStore:
                 raise
             s3_answered(span, 200)
 
-    async def _upload_part(self, key: str, upload_id: str, number: int, body: io.BytesIO) -> dict[str, Any]:
+    async def _upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
         # a CRC32 per part: S3 refuses a part damaged in transit (the client computes checksums only when asked)
         response = await self._s3.upload_part(
             Bucket=self._bucket,
             Key=key,
             UploadId=upload_id,
             PartNumber=number,
-            Body=_rewound(body),
+            Body=io.BytesIO(body),  # shares the bytes (no copy); botocore reads it as a stream
             ChecksumAlgorithm="CRC32",
         )
         return {"PartNumber": number, "ETag": response["ETag"]}
@@ -181,11 +188,6 @@ class S3BlobStore:
             ExpiresIn=expires_in,
         )
         return url
-
-
-def _rewound(buffer: io.BytesIO) -> io.BytesIO:
-    buffer.seek(0)
-    return buffer
 
 
 async def _stream_body(body: Any, chunk_size: int = 256 * 1024) -> AsyncGenerator[bytes, None]:

@@ -78,26 +78,21 @@ def instrument_s3(client: Any) -> None:
 _S3_SPAN = "depot.span"
 
 
+def _s3_attributes(operation: str, method: str) -> dict[str, str]:
+    """What every S3 span says of its request, sent by the aiobotocore client or not."""
+    return {"rpc.system": "aws-api", "rpc.service": "S3", "rpc.method": operation, "http.request.method": method}
+
+
 def _s3_call_started(model: Any, params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
     operation = model.name
-    context[_S3_SPAN] = _tracer.start_span(
-        f"S3.{operation}",
-        kind=SpanKind.CLIENT,
-        attributes={
-            "rpc.system": "aws-api",
-            "rpc.service": "S3",
-            "rpc.method": operation,
-            "http.request.method": str(params.get("method", "")),
-        },
-    )
+    attributes = _s3_attributes(operation, str(params.get("method", "")))
+    context[_S3_SPAN] = _tracer.start_span(f"S3.{operation}", kind=SpanKind.CLIENT, attributes=attributes)
 
 
 def _s3_call_answered(http_response: Any, context: dict[str, Any], **_: Any) -> None:
     span: Span | None = context.pop(_S3_SPAN, None)
     if span is not None:
-        span.set_attribute("http.response.status_code", http_response.status_code)
-        if http_response.status_code >= 400:
-            span.set_status(Status(StatusCode.ERROR))
+        s3_answered(span, http_response.status_code)
         span.end()
 
 
@@ -113,16 +108,8 @@ def _s3_call_failed(exception: BaseException, context: dict[str, Any], **_: Any)
 def s3_request(operation: str, method: str) -> Iterator[Span]:
     """The span of an S3 request sent without the aiobotocore client (obstore's PUT and GET),
     named and described as :func:`instrument_s3` names the client's; :func:`s3_answered` records the answer."""
-    with _tracer.start_as_current_span(
-        f"S3.{operation}",
-        kind=SpanKind.CLIENT,
-        attributes={
-            "rpc.system": "aws-api",
-            "rpc.service": "S3",
-            "rpc.method": operation,
-            "http.request.method": method,
-        },
-    ) as span:
+    attributes = _s3_attributes(operation, method)
+    with _tracer.start_as_current_span(f"S3.{operation}", kind=SpanKind.CLIENT, attributes=attributes) as span:
         yield span
 
 

@@ -6,7 +6,8 @@ every span over OTLP/HTTP to a receiver in this process (which decodes and count
 the export really happens). Same payloads, concurrency and bucket, interleaved round by
 round, the bucket emptied before every phase. The figure is the ratio of ``on`` to ``off``; a
 third API, ``on, 10% sampled`` (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``, ``0.1``),
-shows the cost at a production sampling rate.
+shows the cost at a production sampling rate. The client is aiohttp, as for the upload
+benchmark's ``api`` row, one session per phase.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
+import aiohttp
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from benchmarks.load import Load, Phase, measure, percentile
 from benchmarks.payload import KIB, MultipartEnvelope, Payloads
 from benchmarks.report import Check, Result, table
 from benchmarks.stack import Api, Stack
-from benchmarks.upload import _empty_bucket, _merge
+from benchmarks.upload import _empty_bucket, _merge, http_client
 
 NAME = "tracing"
 TARGET_RATIO = 0.8
@@ -97,14 +98,12 @@ async def run(stack: Stack, *, quick: bool) -> Result:
     steps = plan(quick)
     result = Result(NAME)
     result.figures |= {"concurrency": steps.load.concurrency, "baseline": BASELINE, "payload_bytes": SIZE}
-    limits = httpx.Limits(max_connections=steps.load.concurrency, max_keepalive_connections=steps.load.concurrency)
     with otlp_receiver() as receiver:
         async with (
             stack.api() as off,
             stack.api(environment={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}) as on,
             stack.api(environment={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url} | SAMPLED_ENVIRONMENT) as sampled,
             stack.s3() as s3,
-            httpx.AsyncClient(timeout=120, limits=limits) as http,
         ):
             apis = {"off": off, "on": on, SAMPLED: sampled}
             phases: dict[str, list[Phase]] = {variant: [] for variant in VARIANTS}
@@ -113,25 +112,31 @@ async def run(stack: Stack, *, quick: bool) -> Result:
                     await _empty_bucket(s3, stack.bucket)
                     api = apis[variant]
                     pids = {"api": api.pid, "s3": stack.s3_pid, "client": os.getpid()}
-                    phases[variant].append(
-                        await measure(_uploads(api, http, Payloads(SIZE)), steps.load, payload_bytes=SIZE, pids=pids)
-                    )
+                    # a client per phase: no kept-alive connection idles across the bucket's emptying, where the
+                    # server may close it as it is reused (an httpx ReadError ended a full run that way)
+                    async with http_client(steps.load.concurrency) as http:
+                        phases[variant].append(
+                            await measure(
+                                _uploads(api, http, Payloads(SIZE)), steps.load, payload_bytes=SIZE, pids=pids
+                            )
+                        )
             await _empty_bucket(s3, stack.bucket)
         merged = {variant: _merge(runs) for variant, runs in phases.items()}
         _report(result, merged, steps, receiver)
     return result
 
 
-def _uploads(api: Api, http: httpx.AsyncClient, payloads: Payloads) -> Any:
+def _uploads(api: Api, http: aiohttp.ClientSession, payloads: Payloads) -> Any:
+    """``POST /v1/documents`` as the upload benchmark's ``api`` row sends it."""
     envelope = MultipartEnvelope()
     headers = api.headers() | envelope.headers(payloads.size)
+    url = f"{api.url}/v1/documents"
 
     async def upload(number: int) -> None:
-        response = await http.post(
-            f"{api.url}/v1/documents", content=envelope.body(payloads.data(number)), headers=headers
-        )
-        if response.status_code != 201:
-            raise RuntimeError(f"upload API answered {response.status_code}: {response.text[:300]}")
+        async with http.post(url, data=envelope.body(payloads.data(number)), headers=headers) as response:
+            body = await response.read()
+            if response.status != 201:
+                raise RuntimeError(f"upload API answered {response.status}: {body[:300]!r}")
 
     return upload
 

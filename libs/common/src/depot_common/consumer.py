@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -91,6 +92,15 @@ class _Inbound:
     event: CloudEvent[Any] | None
     handler: Handler | None
     error: PermanentError | None
+
+    @functools.cached_property
+    def fields(self) -> dict[str, Any]:
+        """What log lines say of the record (and of its event) while it is handled (computed once)."""
+        record = self.record
+        fields: dict[str, Any] = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        if self.event is not None and self.handler is not None:
+            fields |= {"event_id": str(self.event.id), "event_type": self.event.type}
+        return fields
 
 
 def inbox_ddl(schema: str) -> str:
@@ -323,11 +333,7 @@ class EventConsumer:
     def _bound(self, item: _Inbound) -> Iterator[None]:
         """Log lines name the record (and its event) while it is handled (bound, then reset to what they were:
         ``bound_contextvars`` without its walk over every context variable)."""
-        record = item.record
-        fields: dict[str, Any] = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
-        if item.event is not None and item.handler is not None:
-            fields |= {"event_id": str(item.event.id), "event_type": item.event.type}
-        tokens = structlog.contextvars.bind_contextvars(**fields)
+        tokens = structlog.contextvars.bind_contextvars(**item.fields)
         try:
             yield
         finally:
@@ -462,16 +468,7 @@ class EventConsumer:
         handlers = [item.handler for item in batch if item.handler is not None]
         with tracing.within(spans[0]):  # like the batch's BEGIN, inbox INSERT and COMMIT
             settled = await self._settle_batch(events, handlers)
-        reading = asyncio.Semaphore(READ_CONCURRENCY)
-
-        async def read(item: _Inbound, event: CloudEvent[Any], handler: Handler, span: Span, early: Any) -> Any:
-            if not isinstance(handler, Staged) or early is not None:
-                return early
-            async with reading:
-                with tracing.within(span), self._bound(item):
-                    return await handler.read(self._pool, event)
-
-        found = await asyncio.gather(*map(read, batch, events, handlers, spans, settled))
+        found = await self._read_all(batch, events, handlers, spans, settled)
         async with self._pool.acquire() as conn:
             with tracing.within(spans[0]):
                 async with conn.transaction():
@@ -494,6 +491,37 @@ class EventConsumer:
                                 await handler(conn, event)
                         applied.append(True)
         return applied
+
+    async def _read_all(
+        self,
+        batch: list[_Inbound],
+        events: list[CloudEvent[Any]],
+        handlers: list[Handler],
+        spans: list[Span],
+        settled: list[Any],
+    ) -> list[Any]:
+        """Each unsettled :class:`~depot_common.staged.Staged` event's read, :data:`READ_CONCURRENCY` at a time:
+        that many readers take the next event in turn (a task per reader, not per event); the first failure
+        cancels the others."""
+        found = list(settled)
+        unread = iter(
+            [number for number, handler in enumerate(handlers) if isinstance(handler, Staged) and found[number] is None]
+        )
+
+        async def reader() -> None:
+            for number in unread:
+                handler = handlers[number]
+                assert isinstance(handler, Staged)
+                with tracing.within(spans[number]), self._bound(batch[number]):
+                    found[number] = await handler.read(self._pool, events[number])
+
+        readers = [asyncio.ensure_future(reader()) for _ in range(READ_CONCURRENCY)]
+        try:
+            await asyncio.gather(*readers)
+        finally:
+            for task in readers:
+                task.cancel()
+        return found
 
     async def _settle_batch(self, events: list[CloudEvent[Any]], handlers: list[Handler]) -> list[Any]:
         """Per event, what its :class:`~depot_common.staged.Staged` handler settled without a read (one ``settle``

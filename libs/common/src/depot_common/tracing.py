@@ -107,7 +107,11 @@ def _s3_call_failed(exception: BaseException, context: dict[str, Any], **_: Any)
 @contextmanager
 def s3_request(operation: str, method: str) -> Iterator[Span]:
     """The span of an S3 request sent without the aiobotocore client (obstore's PUT and GET),
-    named and described as :func:`instrument_s3` names the client's; :func:`s3_answered` records the answer."""
+    named and described as :func:`instrument_s3` names the client's; :func:`s3_answered` records the answer.
+    With tracing off it is the current span (a no-op span would be a copy of it, made current for nothing)."""
+    if not _enabled:
+        yield trace.get_current_span()
+        return
     attributes = _s3_attributes(operation, method)
     with _tracer.start_as_current_span(f"S3.{operation}", kind=SpanKind.CLIENT, attributes=attributes) as span:
         yield span

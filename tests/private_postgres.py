@@ -26,12 +26,20 @@ class PrivateCluster:
         self.process.popen.wait(30)
 
     def start(self) -> None:
-        """Start it again on the same data directory and port (it runs crash recovery first)."""
+        """Start it again on the same data directory and port, and wait until it accepts connections: it listens
+        during crash recovery already, refusing connections ("not yet accepting connections") until it is done."""
         scratch, self.process.scratch = self.process.scratch, None
         self.process = servers.spawn("postgres", self._argv, log_path=self.process.log_path)
         self.process.scratch = scratch
+        pg_isready = servers.postgres_bin("pg_isready")
+        assert pg_isready is not None
         servers.wait_until(
-            lambda: servers.port_open("127.0.0.1", self.port), timeout=30, what="PostgreSQL", process=self.process
+            lambda: (
+                subprocess.run([pg_isready, "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False).returncode == 0
+            ),
+            timeout=30,
+            what="PostgreSQL",
+            process=self.process,
         )
 
     def stop(self) -> None:

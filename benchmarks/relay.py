@@ -50,7 +50,7 @@ from depot_upload.settings import UploadSettings
 
 NAME = "relay"
 DEFAULT_BATCH = int(UploadSettings.model_fields["relay_batch_size"].default)
-BATCH_SIZES = (100, DEFAULT_BATCH, 2000)
+BATCH_SIZES = tuple(sorted({100, 500, 2000, DEFAULT_BATCH}))
 PARTITIONS = 6  # as depot.documents.v1 (DEPOT_DOCUMENTS_PARTITIONS default)
 TARGET_RATIO = 0.8
 TARGET_EVENTS_PER_S = 50_000.0

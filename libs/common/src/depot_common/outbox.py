@@ -128,7 +128,7 @@ class OutboxRelay:
         dsn: str,
         schema: str,
         producer: RelayProducer,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         poll_interval: float = 1.0,
         crash_points: CrashPoints | None = None,
     ) -> None:

@@ -46,7 +46,7 @@ class DepotSettings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = []
     http_host: str = "127.0.0.1"
     # the outbox relay of the services that own an outbox (upload-api, reconciler)
-    relay_batch_size: int = Field(default=500, gt=0)
+    relay_batch_size: int = Field(default=2000, gt=0, description="outbox events per Kafka batch")
     relay_poll_interval: int = Field(default=1, gt=0, description="seconds between outbox polls")
     ops_port: int = Field(default=0, ge=0, lt=65536, description="worker processes: /healthz, /readyz, /metrics")
     replica_id: str = Field(

@@ -47,9 +47,10 @@ class KafkaFeed:
 
     async def _read(self) -> None:
         await ensure_topics(self._bootstrap, dict.fromkeys(TOPICS, self._partitions))
-        # an idle fetch of both topics' partitions costs ~1 ms of CPU; the broker answers as soon as a record
-        # arrives, so waiting up to 500 ms (not 50) delays no event and spares the API ~20 ms of CPU a second
-        consumer = make_consumer(self._bootstrap, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=500)
+        # fetch_max_wait_ms stays make_consumer's 50: at 500 (tried for the ~20 ms of CPU a second an idle
+        # API spends fetching) the broker held each fetch to its end, and an event reached its SSE client
+        # 252 ms after the broker's ack at p50 instead of ~5 (make bench, sse, 02:43 UTC)
+        consumer = make_consumer(self._bootstrap, group_id=None, auto_offset_reset="latest")
         await consumer.start()
         try:
             await consumer.topics()  # metadata of every topic, so partitions_for_topic knows ours

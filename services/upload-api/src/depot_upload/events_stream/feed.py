@@ -49,7 +49,7 @@ class KafkaFeed:
         await ensure_topics(self._bootstrap, dict.fromkeys(TOPICS, self._partitions))
         # fetch_max_wait_ms stays make_consumer's 50: at 500 (tried for the ~20 ms of CPU a second an idle
         # API spends fetching) the broker held each fetch to its end, and an event reached its SSE client
-        # 252 ms after the broker's ack at p50 instead of ~5 (make bench, sse, 02:43 UTC)
+        # 252 ms after the broker's ack at p50 (make bench, sse, 02:43 UTC; 19.7 ms with 50, under load)
         consumer = make_consumer(self._bootstrap, group_id=None, auto_offset_reset="latest")
         await consumer.start()
         try:
